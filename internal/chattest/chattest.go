@@ -1,0 +1,240 @@
+// Package chattest drives the chat steps' servers over real loopback
+// connections for their tests. Every wait has a deadline (Timeout), and a
+// failure says what was sent, what was expected and what arrived.
+//
+// Classroom mode: with CHAT_ADDR=host:port set, Start returns that address
+// instead of starting a server, so a step's protocol tests grade a server
+// that is already running (a student's, in any language). Tests that need
+// the server inside the test process call InProcess and are skipped.
+package chattest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Timeout bounds every wait for the server.
+const Timeout = 5 * time.Second
+
+// ClassroomAddr is the address of the server under test in classroom mode,
+// or "" when the tests start their own.
+func ClassroomAddr() string { return os.Getenv("CHAT_ADDR") }
+
+// InProcess skips t in classroom mode: it needs the server in this process.
+func InProcess(t testing.TB) {
+	t.Helper()
+	if addr := ClassroomAddr(); addr != "" {
+		t.Skipf("classroom mode (CHAT_ADDR=%s): this test needs the server in the test process", addr)
+	}
+}
+
+// Start runs serve on a fresh 127.0.0.1 listener until the test ends, and
+// returns its address; in classroom mode it returns CHAT_ADDR instead. When
+// the test ends, serve must return nil within Timeout of being cancelled.
+func Start(t testing.TB, serve func(context.Context, net.Listener) error) string {
+	t.Helper()
+	if addr := ClassroomAddr(); addr != "" {
+		return addr
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return StartOn(t, ln, serve)
+}
+
+// StartOn is Start with the test's own listener, never in classroom mode.
+func StartOn(t testing.TB, ln net.Listener, serve func(context.Context, net.Listener) error) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "serve returned an error after being cancelled")
+		case <-time.After(Timeout):
+			t.Errorf("serve did not return within %v of its context being cancelled", Timeout)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// Client is one test connection to a chat server.
+type Client struct {
+	t    testing.TB
+	conn *net.TCPConn
+	in   *bufio.Reader
+	last []string // the last lines sent, for failure messages
+}
+
+// Dial connects to addr; the connection is closed when the test ends.
+func Dial(t testing.TB, addr string) *Client {
+	t.Helper()
+	c, err := TryDial(t, addr)
+	require.NoError(t, err)
+	return c
+}
+
+// TryDial is Dial for goroutines other than the test's: it reports errors
+// instead of failing the test.
+func TryDial(t testing.TB, addr string) (*Client, error) {
+	conn, err := net.DialTimeout("tcp", addr, Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &Client{t: t, conn: conn.(*net.TCPConn), in: bufio.NewReader(conn)}, nil
+}
+
+// Addr is the client's own address: the name the server sees in step 2.
+func (c *Client) Addr() string { return c.conn.LocalAddr().String() }
+
+// Conn is the underlying connection, for tests that misbehave on purpose.
+func (c *Client) Conn() *net.TCPConn { return c.conn }
+
+// Send writes lines, each ending in "\n", with one write: the server gets
+// them pipelined, as a fast client or a paste would send them.
+func (c *Client) Send(lines ...string) {
+	c.t.Helper()
+	require.NoError(c.t, c.TrySend(lines...))
+}
+
+// TrySend is Send that reports errors instead of failing the test.
+func (c *Client) TrySend(lines ...string) error {
+	c.last = append(c.last, lines...)
+	if len(c.last) > 3 {
+		c.last = c.last[len(c.last)-3:]
+	}
+	if err := c.conn.SetWriteDeadline(time.Now().Add(Timeout)); err != nil {
+		return err
+	}
+	_, err := io.WriteString(c.conn, strings.Join(lines, "\n")+"\n")
+	if err != nil {
+		return fmt.Errorf("%s sending %q: %w", c.Addr(), lines, err)
+	}
+	return nil
+}
+
+// ReadLine returns the next line without its "\n", waiting at most Timeout.
+func (c *Client) ReadLine() (string, error) {
+	if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
+		return "", err
+	}
+	line, err := c.in.ReadString('\n')
+	if err != nil {
+		if line != "" {
+			return "", fmt.Errorf("%w after a partial line %q", err, line)
+		}
+		return "", err
+	}
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+// Line returns the next line, or fails the test saying what it waited for.
+func (c *Client) Line(waitingFor string) string {
+	c.t.Helper()
+	line, err := c.ReadLine()
+	if err != nil {
+		c.t.Fatalf("%s expected %s, got %v (last sent: %.80q)", c.Addr(), waitingFor, err, c.last)
+	}
+	return line
+}
+
+// Expect reads the next line and checks it is want.
+func (c *Client) Expect(want string) {
+	c.t.Helper()
+	got := c.Line(fmt.Sprintf("%q", want))
+	if got != want {
+		c.t.Fatalf("%s expected %q, got %.80q (last sent: %.80q)", c.Addr(), want, got, c.last)
+	}
+}
+
+// ExpectText reads exactly len(want) bytes, for text without a line ending
+// such as a prompt, and checks they are want.
+func (c *Client) ExpectText(want string) {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(Timeout)))
+	got := make([]byte, len(want))
+	n, err := io.ReadFull(c.in, got)
+	if err != nil || string(got) != want {
+		c.t.Fatalf("%s expected %q, got %.80q (%v) (last sent: %.80q)", c.Addr(), want, got[:n], err, c.last)
+	}
+}
+
+// Until reads lines until one is want, and returns the lines before it.
+func (c *Client) Until(want string) []string {
+	c.t.Helper()
+	skipped, err := c.TryUntil(want)
+	if err != nil {
+		c.t.Fatalf("%s: %v (last sent: %.80q)", c.Addr(), err, c.last)
+	}
+	return skipped
+}
+
+// TryUntil is Until that reports errors instead of failing the test.
+func (c *Client) TryUntil(want string) ([]string, error) {
+	var skipped []string
+	for {
+		line, err := c.ReadLine()
+		if err != nil {
+			return skipped, fmt.Errorf("expected %.80q, got %v after %d other lines", want, err, len(skipped))
+		}
+		if line == want {
+			return skipped, nil
+		}
+		skipped = append(skipped, line)
+	}
+}
+
+// ExpectClosed checks that the server closes the connection, with no more
+// lines before it, within Timeout.
+func (c *Client) ExpectClosed() {
+	c.t.Helper()
+	line, err := c.ReadLine()
+	switch {
+	case err == nil:
+		c.t.Fatalf("%s expected the server to close the connection, got %.80q", c.Addr(), line)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.t.Fatalf("%s expected the server to close the connection, still open after %v", c.Addr(), Timeout)
+	}
+	// io.EOF, or a reset: the server has closed the connection.
+}
+
+// Reset closes the connection abruptly: the server gets a TCP RST.
+func (c *Client) Reset() {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.SetLinger(0))
+	require.NoError(c.t, c.conn.Close())
+}
+
+// Close closes the connection normally.
+func (c *Client) Close() { c.conn.Close() }
+
+// WaitGoroutines waits until runtime.NumGoroutine() is want, and fails the
+// test if it is not within Timeout.
+func WaitGoroutines(t testing.TB, want int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	got := runtime.NumGoroutine()
+	for got != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling, bounded by deadline
+		got = runtime.NumGoroutine()
+	}
+	if got != want {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("%s: expected %d goroutines, have %d after %v\n%s", what, want, got, Timeout, buf)
+	}
+}

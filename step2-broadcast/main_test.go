@@ -1,0 +1,401 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gochat-steps/internal/chattest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { chattest.Main(m, main) }
+
+// enter connects a client and reads its greeting: from then on it is in the room.
+func enter(t *testing.T, addr string) *chattest.Client {
+	t.Helper()
+	c := chattest.Dial(t, addr)
+	c.Expect("You are " + c.Addr())
+	return c
+}
+
+// echo is how the server shows a line that client c sent.
+func echo(c *chattest.Client) func(string) string {
+	return func(text string) string { return c.Addr() + ": " + text }
+}
+
+func TestNewcomerIsToldItsAddress(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	c := chattest.Dial(t, addr)
+	c.Expect("You are " + c.Addr())
+}
+
+func TestOthersHearArrivalButNewcomerDoesNot(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	bob := enter(t, addr)
+	ana.Expect(bob.Addr() + " has arrived")
+	// Bob's next line is his own message, not his own arrival.
+	bob.Send("hi")
+	bob.Expect(bob.Addr() + ": hi")
+}
+
+func TestEveryLineReachesEveryoneSenderIncluded(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	bob := enter(t, addr)
+	ana.Expect(bob.Addr() + " has arrived")
+	ana.Send("hello", "from ana")
+	for _, c := range []*chattest.Client{ana, bob} {
+		c.Expect(ana.Addr() + ": hello")
+		c.Expect(ana.Addr() + ": from ana")
+	}
+}
+
+func TestLinesEndingInCRLFAreAccepted(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	ana.Send("telnet says hi\r")
+	ana.Expect(ana.Addr() + ": telnet says hi")
+}
+
+func TestEveryoneSeesTheSameOrder(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	clients := []*chattest.Client{enter(t, addr)}
+	for range 2 {
+		c := enter(t, addr)
+		for _, old := range clients {
+			old.Expect(c.Addr() + " has arrived")
+		}
+		clients = append(clients, c)
+	}
+	const perSender = 100
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		var lines []string
+		for i := range perSender {
+			lines = append(lines, fmt.Sprint(i))
+		}
+		wg.Go(func() { assert.NoError(t, c.TrySend(lines...)) })
+	}
+	wg.Wait()
+	var seen [][]string
+	for _, c := range clients {
+		var got []string
+		next := map[string]int{} // sender -> next number expected from it
+		for range perSender * len(clients) {
+			line := c.Line("a chat line")
+			got = append(got, line)
+			sender, n, _ := strings.Cut(line, ": ")
+			require.Equal(t, fmt.Sprint(next[sender]), n, "%s got %s's lines out of order", c.Addr(), sender)
+			next[sender]++
+		}
+		seen = append(seen, got)
+	}
+	for i := 1; i < len(seen); i++ {
+		assert.Equal(t, seen[0], seen[i], "clients saw different orders")
+	}
+}
+
+// The newcomer must receive everything the room says after its arrival,
+// even while another client is talking fast: the arrival's place in the
+// talker's stream says where the newcomer's stream must start.
+func TestNewcomerMissesNothingAfterItsArrival(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	talker := enter(t, addr)
+	const n = 2000
+	talking := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := talker.TrySend(fmt.Sprint(i)); err != nil {
+				talking <- err
+				return
+			}
+		}
+		talking <- nil
+	}()
+	newcomer := enter(t, addr)
+	first := newcomer.Line("the first line after the greeting")
+	before := talker.Until(newcomer.Addr() + " has arrived")
+	after := talker.Line("the line after the newcomer's arrival")
+	require.NoError(t, <-talking)
+	assert.Equal(t, after, first, "the newcomer missed lines after its arrival (talker had %d lines before it)", len(before))
+}
+
+func TestLeavingIsAnnounced(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		leave func(*chattest.Client)
+	}{
+		{"close", (*chattest.Client).Close},
+		{"reset", (*chattest.Client).Reset},
+		{"half-close", func(c *chattest.Client) { require.NoError(t, c.Conn().CloseWrite()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chattest.Parallel(t)
+			addr := chattest.Start(t, serve)
+			ana := enter(t, addr)
+			bob := enter(t, addr)
+			ana.Expect(bob.Addr() + " has arrived")
+			tc.leave(bob)
+			ana.Expect(bob.Addr() + " has left")
+		})
+	}
+}
+
+func TestHalfClosedClientStillGetsItsLastLines(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	ana.Send("bye")
+	require.NoError(t, ana.Conn().CloseWrite())
+	ana.Expect(ana.Addr() + ": bye")
+	ana.ExpectClosed()
+}
+
+func TestPipelinedLinesAreAllDelivered(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	c := chattest.Dial(t, addr)
+	c.Send("one", "two", "three") // before reading the greeting, in one write
+	c.Expect("You are " + c.Addr())
+	c.Expect(c.Addr() + ": one")
+	c.Expect(c.Addr() + ": two")
+	c.Expect(c.Addr() + ": three")
+}
+
+func TestHostileTextIsNeutralised(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	bob := enter(t, addr)
+	ana.Expect(bob.Addr() + " has arrived")
+	for _, tc := range []struct{ name, sent, shown string }{
+		{"colour escape", "\x1b[31mred", "\uFFFD[31mred"},
+		{"window title (OSC)", "\x1b]0;pwned\x07", "\uFFFD]0;pwned\uFFFD"},
+		{"bell", "ding\x07", "ding\uFFFD"},
+		{"carriage return mid-line", "real\rfake", "real\uFFFDfake"},
+		{"C1 control (CSI)", "\u009b31m", "\uFFFD31m"},
+		{"invalid UTF-8", "bad \xff\xfe byte", "bad \uFFFD byte"},
+		{"backspace and delete", "ab\x08\x7f", "ab\uFFFD\uFFFD"},
+		{"letters of any script", "héllo ńo 日本 😀", "héllo ńo 日本 😀"},
+	} {
+		bob.Send(tc.sent)
+		bob.Expect(bob.Addr() + ": " + tc.shown)
+		ana.Expect(bob.Addr() + ": " + tc.shown)
+	}
+}
+
+func TestLongLineGetsAnErrorAndADisconnect(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	bob := enter(t, addr)
+	ana.Expect(bob.Addr() + " has arrived")
+	bob.Send(strings.Repeat("x", maxLine+1))
+	bob.Expect(fmt.Sprintf("line too long (max %d bytes)", maxLine))
+	bob.ExpectClosed()
+	ana.Expect(bob.Addr() + " has left")
+	ana.Send("still here")
+	ana.Expect(ana.Addr() + ": still here")
+}
+
+func TestLineAtTheLimitIsDelivered(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	ana := enter(t, addr)
+	text := strings.Repeat("y", maxLine-1) // plus "\n": maxLine bytes
+	ana.Send(text)
+	ana.Expect(ana.Addr() + ": " + text)
+}
+
+// A client that never reads must not stall the room: it is disconnected once
+// maxPending bytes wait for it, the others see it leave, and they never miss
+// a line.
+func TestStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	stuck := enter(t, addr)
+	require.NoError(t, stuck.Conn().SetReadBuffer(4096))
+	talker := enter(t, addr)
+	listener := enter(t, addr)
+	talker.Expect(listener.Addr() + " has arrived")
+
+	text := strings.Repeat("z", 1000)
+	left := stuck.Addr() + " has left"
+	const most = 20000 // 20 MB: far more than the kernel's buffers and maxPending
+	dropped := false
+	for i := 0; i < most && !dropped; i += 100 {
+		batch := make([]string, 100)
+		for j := range batch {
+			batch[j] = fmt.Sprintf("%d %s", i+j, text)
+		}
+		talker.Send(batch...)
+		for _, line := range batch {
+			skipped := talker.Until(talker.Addr() + ": " + line)
+			dropped = dropped || assert.ObjectsAreEqual(skipped, []string{left})
+			skipped = listener.Until(talker.Addr() + ": " + line)
+			require.True(t, len(skipped) == 0 || assert.ObjectsAreEqual(skipped, []string{left}),
+				"the listener missed lines: %.100q", skipped)
+		}
+	}
+	require.True(t, dropped, "the stuck client was never dropped")
+	talker.Send("after")
+	listener.Expect(talker.Addr() + ": after")
+}
+
+// A client that floods as fast as its own echo comes back must not get any
+// healthy reader dropped, however long it goes on.
+func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	flooders := []*chattest.Client{enter(t, addr), enter(t, addr)}
+	reader := enter(t, addr)
+	const n, window = 5000, 200
+	err := chattest.Concurrently(len(flooders), func(i int) error {
+		return flooders[i].Flood(n, window, fmt.Sprint("f", i), echo(flooders[i]))
+	})
+	require.NoError(t, err)
+	count := map[string]int{}
+	for count[flooders[0].Addr()]+count[flooders[1].Addr()] < 2*n {
+		line := reader.Line("a flooded line")
+		require.NotContains(t, line, " has left", "a client was dropped")
+		sender, _, ok := strings.Cut(line, ": ")
+		if ok {
+			count[sender]++
+		}
+	}
+}
+
+func TestAThousandClientsComeTalkAndGo(t *testing.T) {
+	chattest.Parallel(t)
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	addr := chattest.Start(t, serve)
+	const n = 1000
+	observer := enter(t, addr)
+	clients := make([]*chattest.Client, n)
+	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+		c, err := chattest.TryDial(t, addr)
+		if err != nil {
+			return err
+		}
+		clients[i] = c
+		_, err = c.TryUntil("You are " + c.Addr())
+		return err
+	}))
+	arrived := map[string]bool{}
+	for len(arrived) < n {
+		line := observer.Line("the others arriving")
+		who, ok := strings.CutSuffix(line, " has arrived")
+		require.True(t, ok, "expected only arrivals, got %q", line)
+		arrived[who] = true
+	}
+	observer.Send("welcome, all")
+	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+		_, err := clients[i].TryUntil(observer.Addr() + ": welcome, all")
+		return err
+	}))
+	for i, c := range clients {
+		switch i % 3 {
+		case 0:
+			c.Close()
+		case 1:
+			c.Reset()
+		case 2:
+			require.NoError(t, c.Conn().CloseWrite())
+		}
+	}
+	left := map[string]bool{}
+	for len(left) < n {
+		line := observer.Line("the others leaving")
+		if who, ok := strings.CutSuffix(line, " has left"); ok {
+			assert.False(t, left[who], "%s left twice", who)
+			left[who] = true
+		}
+	}
+}
+
+// The broadcaster plus a reader and a writer per client: 2n+2 goroutines
+// with n clients, counting serve's own.
+func TestTwoGoroutinesPerClient(t *testing.T) {
+	chattest.InProcess(t)
+	base := runtime.NumGoroutine()
+	addr := chattest.Start(t, serve)
+	chattest.WaitGoroutines(t, base+2, "serve and the broadcaster")
+	const n = 20
+	var clients []*chattest.Client
+	for range n {
+		clients = append(clients, enter(t, addr))
+	}
+	chattest.WaitGoroutines(t, base+2+2*n, fmt.Sprintf("%d clients", n))
+	for _, c := range clients {
+		c.Close()
+	}
+	chattest.WaitGoroutines(t, base+2, "all clients gone")
+}
+
+// flakyListener fails its first Accepts, like a server out of file descriptors.
+type flakyListener struct {
+	net.Listener
+	failures int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.failures > 0 {
+		l.failures--
+		return nil, fmt.Errorf("accept: %w", syscall.EMFILE)
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptErrorsDoNotStopTheServer(t *testing.T) {
+	chattest.InProcess(t)
+	chattest.Parallel(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := chattest.StartOn(t, &flakyListener{Listener: ln, failures: 3}, serve)
+	enter(t, addr)
+}
+
+func TestProgramStopsCleanlyOnSIGTERM(t *testing.T) {
+	chattest.Parallel(t)
+	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
+	ana := enter(t, p.Addr)
+	ana.Send("hi")
+	ana.Expect(ana.Addr() + ": hi")
+	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, 5*time.Second))
+	ana.ExpectClosed()
+}
+
+func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                  "",
+		"plain text":        "plain text",
+		"tab\there":         "tab\uFFFDhere",
+		"nul\x00":           "nul\uFFFD",
+		"\xc3":              "\uFFFD",
+		"ok \u2603 \u00e9":  "ok \u2603 \u00e9",
+		"\x1bc reset":       "\uFFFDc reset",
+		"\u0085next line":   "\uFFFDnext line",
+		"del\x7f":           "del\uFFFD",
+		"\U0001F600 emoji":  "\U0001F600 emoji",
+		"mixed \xff\x1b[0m": "mixed \uFFFD\uFFFD[0m",
+	} {
+		assert.Equal(t, want, sanitize(in), "sanitize(%q)", in)
+	}
+}
