@@ -229,7 +229,7 @@ func (c *client) writer() {
 			return // the connection is already closed
 		}
 		if _, err := c.conn.Write(batch); err != nil {
-			log.Printf("%s: %v", c.name, err)
+			log.Print(err) // it names both ends of the connection
 			return
 		}
 		// Hand the buffer back to be filled again, unless a burst made it

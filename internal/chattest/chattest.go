@@ -18,11 +18,13 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // Timeout bounds every wait for the server.
@@ -237,4 +239,22 @@ func WaitGoroutines(t testing.TB, want int, what string) {
 		buf = buf[:runtime.Stack(buf, true)]
 		t.Fatalf("%s: expected %d goroutines, have %d after %v\n%s", what, want, got, Timeout, buf)
 	}
+}
+
+var names atomic.Int64
+
+// Name returns base with a number after it that no other call in this
+// process returns, so that tests sharing one server (classroom mode) never
+// ask for the same username.
+func Name(base string) string {
+	return fmt.Sprintf("%s%d", base, names.Add(1))
+}
+
+// Baseline waits until no goroutine is left from earlier tests (failing the
+// test if one stays), and returns how many goroutines are running: the
+// count to which the test's own goroutines are added.
+func Baseline(t *testing.T) int {
+	t.Helper()
+	goleak.VerifyNone(t)
+	return runtime.NumGoroutine()
 }

@@ -64,3 +64,36 @@ func Concurrently(n int, f func(i int) error) error {
 	close(errs)
 	return <-errs
 }
+
+// TalkUntil sends numbered lines from c, ten at a time, reading everything
+// the server sends it, until stop is closed or it has sent most lines. It
+// returns every line it received, in order. echo(text) is the line the
+// server sends back for text.
+func (c *Client) TalkUntil(stop <-chan struct{}, most int, echo func(text string) string) ([]string, error) {
+	var got []string
+	for i := 0; i < most; i += 10 {
+		select {
+		case <-stop:
+			return got, nil
+		default:
+		}
+		var batch []string
+		for j := range 10 {
+			batch = append(batch, fmt.Sprint(i+j))
+		}
+		if err := c.TrySend(batch...); err != nil {
+			return got, err
+		}
+		for {
+			line, err := c.ReadLine()
+			if err != nil {
+				return got, err
+			}
+			got = append(got, line)
+			if line == echo(batch[len(batch)-1]) {
+				break
+			}
+		}
+	}
+	return got, fmt.Errorf("sent %d lines and was never told to stop", most)
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gochat-steps/internal/chattest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { chattest.Main(m, main) }
+
+// start runs the server for the test and returns its address and what it
+// prints, one line at a time. Step 1 sends nothing back to clients, so
+// every test here watches the server's output and needs it in-process.
+func start(t *testing.T) (string, *output) {
+	t.Helper()
+	chattest.InProcess(t)
+	r, w := io.Pipe()
+	out := &output{t: t, lines: make(chan string, 1024)}
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			out.lines <- s.Text()
+		}
+		close(out.lines)
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := chattest.StartOn(t, ln, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, w)
+	})
+	t.Cleanup(func() { // runs after serve has returned
+		w.Close()
+		for range out.lines { // until the reader above has finished
+		}
+	})
+	return addr, out
+}
+
+type output struct {
+	t     *testing.T
+	lines chan string
+}
+
+// expect checks the server's next output line.
+func (o *output) expect(want string) {
+	o.t.Helper()
+	select {
+	case got := <-o.lines:
+		require.Equal(o.t, want, got, "the server printed something else")
+	case <-time.After(chattest.Timeout):
+		o.t.Fatalf("expected the server to print %.80q, nothing after %v", want, chattest.Timeout)
+	}
+}
+
+func TestEveryLineIsPrintedAfterItsSendersAddress(t *testing.T) {
+	addr, out := start(t)
+	c := chattest.Dial(t, addr)
+	c.Send("hello", "world")
+	out.expect(c.Addr() + ": hello")
+	out.expect(c.Addr() + ": world")
+}
+
+func TestNothingIsSentBack(t *testing.T) {
+	addr, out := start(t)
+	c := chattest.Dial(t, addr)
+	c.Send("hello")
+	out.expect(c.Addr() + ": hello")
+	require.NoError(t, c.Conn().CloseWrite())
+	c.ExpectClosed() // fails if the server wrote anything
+}
+
+func TestLinesEndingInCRLFAreAccepted(t *testing.T) {
+	addr, out := start(t)
+	c := chattest.Dial(t, addr)
+	c.Send("telnet says hi\r")
+	out.expect(c.Addr() + ": telnet says hi")
+}
+
+func TestControlCharactersNeverReachTheServersTerminal(t *testing.T) {
+	addr, out := start(t)
+	c := chattest.Dial(t, addr)
+	c.Send("\x1b]0;pwned\x07 \xff")
+	out.expect(c.Addr() + ": \uFFFD]0;pwned\uFFFD \uFFFD")
+}
+
+func TestConcurrentClientsNeverInterleaveMidLine(t *testing.T) {
+	addr, out := start(t)
+	const clients, lines = 10, 200
+	long := strings.Repeat("x", 3000) // long lines make torn writes likely
+	require.NoError(t, chattest.Concurrently(clients, func(i int) error {
+		c, err := chattest.TryDial(t, addr)
+		if err != nil {
+			return err
+		}
+		for j := range lines {
+			if err := c.TrySend(fmt.Sprintf("%d %s", j, long)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	for range clients * lines {
+		select {
+		case line := <-out.lines:
+			_, text, _ := strings.Cut(line, ": ")
+			_, x, _ := strings.Cut(text, " ")
+			require.Equal(t, long, x, "a line was torn: %.80q", line)
+		case <-time.After(chattest.Timeout):
+			t.Fatal("the server stopped printing")
+		}
+	}
+}
+
+func TestLongLineDisconnectsOnlyItsSender(t *testing.T) {
+	addr, out := start(t)
+	ana := chattest.Dial(t, addr)
+	bob := chattest.Dial(t, addr)
+	bob.Send(strings.Repeat("x", maxLine+1))
+	bob.ExpectClosed()
+	ana.Send("still here")
+	out.expect(ana.Addr() + ": still here")
+}
+
+func TestOneGoroutinePerClient(t *testing.T) {
+	base := chattest.Baseline(t)
+	addr, _ := start(t)
+	base++ // the test's own reader of the server's output
+	chattest.WaitGoroutines(t, base+1, "serve")
+	const n = 20
+	var clients []*chattest.Client
+	for range n {
+		clients = append(clients, chattest.Dial(t, addr))
+	}
+	chattest.WaitGoroutines(t, base+1+n, fmt.Sprintf("%d clients", n))
+	for _, c := range clients {
+		c.Reset()
+	}
+	chattest.WaitGoroutines(t, base+1, "all clients gone")
+}
+
+func TestProgramPrintsLinesAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
+	c := chattest.Dial(t, p.Addr)
+	c.Send("over the wire")
+	require.NoError(t, c.Conn().SetReadDeadline(time.Now().Add(chattest.Timeout)))
+	line, err := p.Stdout.ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, c.Addr()+": over the wire\n", line)
+	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, 5*time.Second))
+	c.ExpectClosed()
+}

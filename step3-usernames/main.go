@@ -1,0 +1,375 @@
+// Step 3: the chat room with names. Each client picks a username first.
+//
+// Run it with `go run ./step3-usernames` and connect from other terminals
+// with `go run ./netcat`. Only the broadcaster knows which names are taken,
+// so a newcomer asks it, and waits for the answer, before entering.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// maxLine is the longest line a client may send, in bytes, counting its
+	// line ending. Without a limit one client could make the server buffer
+	// an endless line until it runs out of memory.
+	maxLine = 4096
+
+	// maxName is the longest username, in characters.
+	maxName = 20
+
+	// maxPending is how much output, in bytes, may wait for one client. A
+	// client this far behind has stopped reading: it is disconnected, so it
+	// can neither hold up the room nor eat the server's memory. 256 KiB is
+	// thousands of chat lines, far more than a reading client ever has
+	// waiting, so a burst never costs a healthy client its seat.
+	maxPending = 256 << 10
+
+	// writeTimeout bounds every write to a client. A client that accepts
+	// nothing for this long is gone or stuck, and is disconnected.
+	writeTimeout = 5 * time.Second
+)
+
+func main() {
+	addr := flag.String("addr", "localhost:8000", "address to listen on")
+	flag.Parse()
+
+	// Ctrl-C (SIGINT) or SIGTERM cancels ctx; serve then closes every
+	// connection and returns, and the program exits normally.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("listening on %s", ln.Addr())
+	if err := serve(ctx, ln); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serve accepts connections on ln until ctx is cancelled, and returns once
+// every connection it accepted is closed. Each connection gets a goroutine
+// of its own, so a client that is slow to send never holds up the others.
+func serve(ctx context.Context, ln net.Listener) error {
+	r := newRoom()
+	var broadcasting sync.WaitGroup
+	broadcasting.Go(r.broadcaster)
+	var conns sync.WaitGroup
+	defer func() {
+		conns.Wait()        // every client has left the room,
+		close(r.messages)   // so the broadcaster can stop,
+		broadcasting.Wait() // and serve returns only once it has.
+	}()
+	// Closing the listener is the way to end a blocked Accept.
+	stopAccepting := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccepting()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // we closed the listener: a normal stop
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err // someone else closed it: nothing left to accept
+			}
+			// Other errors (out of file descriptors, a connection reset
+			// before we took it) are passing troubles, not a reason to stop
+			// serving everyone. Pause a little so they cannot spin the CPU.
+			log.Printf("accept: %v", err)
+			time.Sleep(acceptRetryDelay)
+			continue
+		}
+		conns.Go(func() { r.handleConn(ctx, conn) })
+	}
+}
+
+// acceptRetryDelay is how long serve waits after a failed Accept.
+const acceptRetryDelay = 50 * time.Millisecond
+
+// room connects the connection goroutines to the broadcaster.
+type room struct {
+	entering chan *client
+	messages chan string // closed by serve once every client is gone
+	leaving  chan *client
+}
+
+func newRoom() *room {
+	return &room{
+		entering: make(chan *client),
+		messages: make(chan string),
+		leaving:  make(chan *client),
+	}
+}
+
+// client is one connection, as the broadcaster sees it.
+type client struct {
+	name     string // what the others call it
+	conn     net.Conn
+	out      *outbox   // lines waiting for the writer
+	admitted chan bool // the broadcaster's answer to entering: is the name free?
+}
+
+// broadcaster is the only goroutine that touches the set of clients, so the
+// set needs no lock: the others ask for changes through the room's channels,
+// and it handles one request at a time.
+func (r *room) broadcaster() {
+	clients := make(map[string]*client)
+	for {
+		select {
+		case cli := <-r.entering:
+			_, taken := clients[cli.name]
+			if !taken {
+				// Greeting, announcing and registering are one step of the
+				// broadcaster, so no message can be broadcast between them:
+				// the newcomer receives everything after its greeting, and
+				// never its own arrival. (Done by the connection's goroutine,
+				// as gopl does, a message can slip past in between.)
+				cli.out.put("welcome " + cli.name + "\n")
+				broadcast(clients, cli.name+" has arrived")
+				clients[cli.name] = cli
+			}
+			cli.admitted <- !taken
+		case msg, ok := <-r.messages:
+			if !ok {
+				return
+			}
+			broadcast(clients, msg)
+		case cli := <-r.leaving:
+			delete(clients, cli.name)
+			cli.out.close() // its writer flushes what is left, then hangs up
+			broadcast(clients, cli.name+" has left")
+		}
+	}
+}
+
+// broadcast queues line for every client, and never waits for one. A client
+// too far behind to take it is disconnected; its handleConn then sees the
+// connection closed and reports it leaving, like any other departure.
+func broadcast(clients map[string]*client, line string) {
+	line += "\n"
+	for _, cli := range clients {
+		if !cli.out.put(line) {
+			log.Printf("%s: over %d bytes behind, disconnecting", cli.name, maxPending)
+			cli.conn.Close()
+		}
+	}
+}
+
+// handleConn runs one client: it starts the client's writer, asks for a
+// name, hands every line the client sends to the broadcaster, and leaves.
+func (r *room) handleConn(ctx context.Context, conn net.Conn) {
+	cli := &client{conn: conn, out: newOutbox(), admitted: make(chan bool)}
+	var writing sync.WaitGroup
+	writing.Go(cli.writer)
+	defer writing.Wait() // the writer closes conn when it is done
+	// When the server stops, closing the connection ends the Scan below.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	input := newScanner(conn)
+	inRoom := r.join(cli, input)
+	if inRoom {
+		r.chat(cli, input)
+	}
+	if errors.Is(input.Err(), bufio.ErrTooLong) {
+		cli.out.put(fmt.Sprintf("line too long (max %d bytes)\n", maxLine))
+	}
+	if inRoom {
+		r.leaving <- cli
+	} else {
+		cli.out.close() // it never entered the room: it leaves no trace
+	}
+}
+
+// join asks the client for a name until it gives a valid one that nobody in
+// the room is using, and enters the room with it. It reports false if the
+// client's input ends first. Until then the client is not in the room and
+// gets no chat; and since join runs in the client's own goroutine, a client
+// slow to answer holds up nobody else.
+func (r *room) join(cli *client, input *bufio.Scanner) bool {
+	for {
+		cli.out.put("Enter your username: ")
+		if !input.Scan() {
+			return false
+		}
+		cli.name = strings.TrimSpace(input.Text())
+		if err := checkName(cli.name); err != nil {
+			cli.out.put(err.Error() + "\n")
+			continue
+		}
+		// Only the broadcaster knows which names are in use: ask it.
+		r.entering <- cli
+		if <-cli.admitted {
+			return true
+		}
+		cli.out.put("name is taken\n")
+	}
+}
+
+// checkName says what is wrong with a name, if anything. Names stand before
+// every line their owner sends, so they are short and plain: letters of any
+// script (with their accents and vowel signs), digits, '_' and '-'.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("name is empty")
+	case utf8.RuneCountInString(name) > maxName:
+		return fmt.Errorf("name is too long (max %d characters)", maxName)
+	}
+	for _, r := range name {
+		if !unicode.In(r, unicode.Letter, unicode.Mark, unicode.Digit) && r != '_' && r != '-' {
+			return fmt.Errorf("name has a character that is not allowed: %q (use letters, digits, _ or -)", r)
+		}
+	}
+	return nil
+}
+
+// chat hands every line the client sends to the broadcaster.
+func (r *room) chat(cli *client, input *bufio.Scanner) {
+	for input.Scan() {
+		r.messages <- cli.name + " says: " + sanitize(input.Text())
+	}
+}
+
+// newScanner reads conn line by line. bufio.ScanLines drops the "\r" of a
+// "\r\n" ending, so telnet and Windows clients work too. The buffer starts
+// small and grows only as far as maxLine: an idle client costs little.
+func newScanner(conn net.Conn) *bufio.Scanner {
+	input := bufio.NewScanner(conn)
+	input.Buffer(make([]byte, 0, 512), maxLine)
+	return input
+}
+
+// sanitize makes client text safe to print on a terminal. Invalid UTF-8
+// becomes U+FFFD, and so does every control character: ESC starts the
+// sequences that recolour the screen, move the cursor or retitle the
+// window, BEL beeps, CR overwrites the line, and so on.
+func sanitize(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+}
+
+// writer is the only goroutine that writes to the client's connection. It
+// takes everything waiting in the outbox and writes it with one call, so
+// under load one system call carries many lines instead of one each. It
+// closes the connection once the outbox is closed and empty, or a write
+// fails; handleConn's Scan then ends too.
+func (c *client) writer() {
+	defer c.conn.Close()
+	var spare []byte
+	for {
+		batch, ok := c.out.take(spare)
+		if !ok {
+			return
+		}
+		if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+			return // the connection is already closed
+		}
+		if _, err := c.conn.Write(batch); err != nil {
+			log.Print(err) // it names both ends of the connection
+			return
+		}
+		// Hand the buffer back to be filled again, unless a burst made it
+		// big: an idle client should not keep a burst's memory.
+		spare = batch
+		if cap(spare) > 64<<10 {
+			spare = nil
+		}
+	}
+}
+
+// outbox is a client's queue of output. The broadcaster puts text in and
+// never waits; the client's writer takes all of it at once. Counting the
+// queue in bytes is what lets a burst through while a stuck client is
+// still found out: see maxPending.
+type outbox struct {
+	mu      sync.Mutex
+	pending []byte        // output the writer has not taken yet
+	closed  bool          // no more output: the writer ends when pending is empty
+	ready   chan struct{} // holds a token while the writer has work; closed on close
+}
+
+func newOutbox() *outbox {
+	return &outbox{ready: make(chan struct{}, 1)}
+}
+
+// put queues text for the writer without waiting. If the client would then
+// have more than maxPending bytes waiting it is not keeping up: put drops
+// its output, closes the outbox and reports false. Putting into a closed
+// outbox does nothing.
+func (o *outbox) put(text string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return true
+	}
+	if len(o.pending)+len(text) > maxPending {
+		o.pending = nil
+		o.closeLocked()
+		return false
+	}
+	o.pending = append(o.pending, text...)
+	select {
+	case o.ready <- struct{}{}: // wake the writer
+	default: // it is awake already
+	}
+	return true
+}
+
+// close tells the writer there will be no more output.
+func (o *outbox) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closeLocked()
+}
+
+func (o *outbox) closeLocked() {
+	if !o.closed {
+		o.closed = true
+		close(o.ready) // a closed channel never blocks: take drains and ends
+	}
+}
+
+// take waits for output and returns all of it. The caller hands back the
+// buffer of its previous batch to be filled next, so two buffers take turns
+// and a busy client allocates nothing. take reports false once the outbox
+// is closed and empty.
+func (o *outbox) take(spare []byte) ([]byte, bool) {
+	for {
+		<-o.ready
+		o.mu.Lock()
+		batch, closed := o.pending, o.closed
+		if len(batch) > 0 {
+			o.pending = spare[:0]
+		}
+		o.mu.Unlock()
+		switch {
+		case len(batch) > 0:
+			return batch, true
+		case closed:
+			return nil, false
+		}
+		// Woken for output that an earlier take already got: wait again.
+	}
+}
