@@ -166,6 +166,7 @@ func broadcast(clients map[string]*client, line string) {
 	for _, cli := range clients {
 		if !cli.out.put(line) {
 			log.Printf("%s: over %d bytes behind, disconnecting", cli.name, maxPending)
+			cli.out.close()
 			cli.conn.Close()
 		}
 	}
@@ -174,7 +175,7 @@ func broadcast(clients map[string]*client, line string) {
 // handleConn runs one client: it starts the client's writer, asks for a
 // name, hands every line the client sends to the broadcaster, and leaves.
 func (r *room) handleConn(ctx context.Context, conn net.Conn) {
-	cli := &client{conn: conn, out: newOutbox(), admitted: make(chan bool)}
+	cli := &client{conn: conn, out: &outbox{ready: make(chan struct{}, 1)}, admitted: make(chan bool)}
 	var writing sync.WaitGroup
 	writing.Go(cli.writer)
 	defer writing.Wait() // the writer closes conn when it is done
@@ -301,39 +302,33 @@ func (c *client) writer() {
 
 // outbox is a client's queue of output. The broadcaster puts text in and
 // never waits; the client's writer takes all of it at once. Counting the
-// queue in bytes is what lets a burst through while a stuck client is
-// still found out: see maxPending.
+// queue in bytes, not lines, is what lets a burst through while a stuck
+// client is still found out: see maxPending.
 type outbox struct {
 	mu      sync.Mutex
 	pending []byte        // output the writer has not taken yet
-	closed  bool          // no more output: the writer ends when pending is empty
-	ready   chan struct{} // holds a token while the writer has work; closed on close
+	closed  bool          // no more output: the writer ends once pending is empty
+	ready   chan struct{} // a token while pending is not empty; closed by close
 }
 
-func newOutbox() *outbox {
-	return &outbox{ready: make(chan struct{}, 1)}
-}
-
-// put queues text for the writer without waiting. If the client would then
-// have more than maxPending bytes waiting it is not keeping up: put drops
-// its output, closes the outbox and reports false. Putting into a closed
-// outbox does nothing.
+// put queues text for the writer without waiting. It reports false, and
+// queues nothing, if the client would then have more than maxPending bytes
+// waiting: it is not reading. Putting into a closed outbox does nothing.
 func (o *outbox) put(text string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
+	switch {
+	case o.closed:
 		return true
-	}
-	if len(o.pending)+len(text) > maxPending {
-		o.pending = nil
-		o.closeLocked()
+	case len(o.pending)+len(text) > maxPending:
 		return false
+	case len(o.pending) == 0:
+		select {
+		case o.ready <- struct{}{}: // wake the writer
+		default: // a token is there already
+		}
 	}
 	o.pending = append(o.pending, text...)
-	select {
-	case o.ready <- struct{}{}: // wake the writer
-	default: // it is awake already
-	}
 	return true
 }
 
@@ -341,35 +336,22 @@ func (o *outbox) put(text string) bool {
 func (o *outbox) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.closeLocked()
-}
-
-func (o *outbox) closeLocked() {
 	if !o.closed {
 		o.closed = true
-		close(o.ready) // a closed channel never blocks: take drains and ends
+		close(o.ready) // from now on take never waits
 	}
 }
 
-// take waits for output and returns all of it. The caller hands back the
-// buffer of its previous batch to be filled next, so two buffers take turns
-// and a busy client allocates nothing. take reports false once the outbox
-// is closed and empty.
+// take waits for output and returns all of it. The caller hands in its
+// previous batch, to be filled next: two buffers take turns, and a busy
+// client allocates nothing. take reports false once the outbox is closed
+// and empty. A token is sent only when the queue stops being empty, and
+// take empties it after every token, so a token always finds work.
 func (o *outbox) take(spare []byte) ([]byte, bool) {
-	for {
-		<-o.ready
-		o.mu.Lock()
-		batch, closed := o.pending, o.closed
-		if len(batch) > 0 {
-			o.pending = spare[:0]
-		}
-		o.mu.Unlock()
-		switch {
-		case len(batch) > 0:
-			return batch, true
-		case closed:
-			return nil, false
-		}
-		// Woken for output that an earlier take already got: wait again.
-	}
+	<-o.ready
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	batch := o.pending
+	o.pending = spare[:0]
+	return batch, len(batch) > 0 || !o.closed
 }

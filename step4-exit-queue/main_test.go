@@ -1,0 +1,656 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"gochat-steps/internal/chattest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { chattest.Main(m, main) }
+
+// serveDefault serves with the default idle timeout.
+func serveDefault(ctx context.Context, ln net.Listener) error {
+	return serve(ctx, ln, 5*time.Minute)
+}
+
+const prompt = "Enter your username: "
+
+// join connects a client called name and reads its welcome: from then on
+// it is in the room.
+func join(t *testing.T, addr, name string) *chattest.Client {
+	t.Helper()
+	c := chattest.Dial(t, addr)
+	c.ExpectText(prompt)
+	c.Send(name)
+	c.Expect("welcome " + name)
+	return c
+}
+
+// tryJoin is join for goroutines other than the test's.
+func tryJoin(t *testing.T, addr, name string) (*chattest.Client, error) {
+	c, err := chattest.TryDial(t, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.TrySend(name); err != nil {
+		return nil, err
+	}
+	if _, err := c.TryUntil(prompt + "welcome " + name); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func says(name string) func(string) string {
+	return func(text string) string { return name + " says: " + text }
+}
+
+func TestNewcomerIsAskedForAName(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	c := chattest.Dial(t, addr)
+	c.ExpectText(prompt)
+	name := chattest.Name("ana")
+	c.Send("  " + name + "  ") // surrounding spaces are trimmed
+	c.Expect("welcome " + name)
+}
+
+func TestInvalidNamesAreRefusedWithAReason(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	c := chattest.Dial(t, addr)
+	c.ExpectText(prompt)
+	for _, tc := range []struct{ name, sent, reason string }{
+		{"empty", "", "name is empty"},
+		{"only spaces", "   ", "name is empty"},
+		{"21 characters", strings.Repeat("é", 21), "name is too long (max 20 characters)"},
+		{"a space inside", "ana maria", `name has a character that is not allowed: ' ' (use letters, digits, _ or -)`},
+		{"punctuation", "ana!", `name has a character that is not allowed: '!' (use letters, digits, _ or -)`},
+		{"an escape", "\x1b[31mana", `name has a character that is not allowed: '\x1b' (use letters, digits, _ or -)`},
+		{"invalid UTF-8", "an\xffa", `name has a character that is not allowed: '�' (use letters, digits, _ or -)`},
+	} {
+		c.Send(tc.sent)
+		c.Expect(tc.reason)
+		c.ExpectText(prompt)
+	}
+	name := chattest.Name("ana")
+	c.Send(name)
+	c.Expect("welcome " + name)
+}
+
+func TestNamesMayBeWrittenInAnyScript(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	for _, base := range []string{"José", "Zoë_M-", "नमस्ते", "Дмитрий", "李雷", "محمد", "x"} {
+		join(t, addr, chattest.Name(base))
+	}
+	join(t, addr, strings.Repeat("ü", 18)+"42") // exactly 20 characters
+}
+
+func TestTakenNamesAreRefusedCaseSensitively(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	name := chattest.Name("ana")
+	join(t, addr, name)
+	c := chattest.Dial(t, addr)
+	c.ExpectText(prompt)
+	c.Send(name)
+	c.Expect("name is taken")
+	c.ExpectText(prompt)
+	c.Send(strings.ToUpper(name))
+	c.Expect("welcome " + strings.ToUpper(name))
+}
+
+func TestANameIsFreeAgainOnceItsOwnerHasLeft(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	name, bob := chattest.Name("ana"), chattest.Name("bob")
+	ana := join(t, addr, name)
+	b := join(t, addr, bob)
+	ana.Close()
+	b.Expect(name + " left the chat")
+	join(t, addr, name)
+}
+
+func TestOthersHearArrivalButNewcomerDoesNot(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, addr, ana)
+	b := join(t, addr, bob)
+	a.Expect(bob + " has arrived")
+	b.Send("hi")
+	b.Expect(bob + " says: hi")
+}
+
+func TestEveryLineReachesEveryoneSenderIncluded(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, addr, ana)
+	b := join(t, addr, bob)
+	a.Expect(bob + " has arrived")
+	a.Send("hello", "from ana")
+	for _, c := range []*chattest.Client{a, b} {
+		c.Expect(ana + " says: hello")
+		c.Expect(ana + " says: from ana")
+	}
+}
+
+func TestLinesEndingInCRLFAreAccepted(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	c := chattest.Dial(t, addr)
+	c.ExpectText(prompt)
+	name := chattest.Name("ana")
+	c.Send(name+"\r", "telnet says hi\r")
+	c.Expect("welcome " + name)
+	c.Expect(name + " says: telnet says hi")
+}
+
+func TestEveryoneSeesTheSameOrder(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	var clients []*chattest.Client
+	for range 3 {
+		name := chattest.Name("c")
+		c := join(t, addr, name)
+		for _, old := range clients {
+			old.Expect(name + " has arrived")
+		}
+		clients = append(clients, c)
+	}
+	const perSender = 100
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		var lines []string
+		for i := range perSender {
+			lines = append(lines, fmt.Sprint(i))
+		}
+		wg.Go(func() { assert.NoError(t, c.TrySend(lines...)) })
+	}
+	wg.Wait()
+	var seen [][]string
+	for _, c := range clients {
+		var got []string
+		next := map[string]int{} // sender -> next number expected from it
+		for range perSender * len(clients) {
+			line := c.Line("a chat line")
+			got = append(got, line)
+			sender, n, _ := strings.Cut(line, " says: ")
+			require.Equal(t, fmt.Sprint(next[sender]), n, "%s got %s's lines out of order", c.Addr(), sender)
+			next[sender]++
+		}
+		seen = append(seen, got)
+	}
+	for i := 1; i < len(seen); i++ {
+		assert.Equal(t, seen[0], seen[i], "clients saw different orders")
+	}
+}
+
+// The newcomer must receive everything the room says after its arrival,
+// even while another client is talking fast: the arrival's place in the
+// talker's stream says where the newcomer's stream must start.
+func TestNewcomerMissesNothingAfterItsArrival(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	talkerName := chattest.Name("talker")
+	talker := join(t, addr, talkerName)
+	stop := make(chan struct{})
+	type talk struct {
+		lines []string
+		err   error
+	}
+	talked := make(chan talk, 1)
+	go func() {
+		lines, err := talker.TalkUntil(stop, 100000, says(talkerName))
+		talked <- talk{lines, err}
+	}()
+	name := chattest.Name("newcomer")
+	newcomer := join(t, addr, name)
+	first := newcomer.Line("the first line after the welcome")
+	close(stop)
+	heard := <-talked
+	require.NoError(t, heard.err)
+	arrival := slices.Index(heard.lines, name+" has arrived")
+	require.True(t, arrival >= 0 && arrival+1 < len(heard.lines), "the talker heard no arrival, or nothing after it")
+	assert.Equal(t, heard.lines[arrival+1], first, "the newcomer missed lines said after its arrival")
+}
+
+func TestAClientAtThePromptGetsNoChatAndHoldsUpNobody(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	waiting := chattest.Dial(t, addr)
+	waiting.ExpectText(prompt)
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	a.Send("while you think")
+	a.Expect(ana + " says: while you think")
+	name := chattest.Name("late")
+	waiting.Send(name, "hello")
+	waiting.Expect("welcome " + name) // nothing said before it
+	waiting.Expect(name + " says: hello")
+}
+
+func TestLeavingBeforeNamingLeavesNoTrace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		leave func(*chattest.Client)
+	}{
+		{"close", (*chattest.Client).Close},
+		{"reset", (*chattest.Client).Reset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chattest.Parallel(t)
+			addr := chattest.Start(t, serveDefault)
+			ana := chattest.Name("ana")
+			a := join(t, addr, ana)
+			c := chattest.Dial(t, addr)
+			c.ExpectText(prompt)
+			tc.leave(c)
+			a.Send("anyone?")
+			a.Expect(ana + " says: anyone?") // and no "has left" before it
+		})
+	}
+}
+
+// Every way out, whatever the reason, shows the others "<name> left the
+// chat" exactly once, and tells the leaver why when there is something to say.
+func TestEveryWayOutIsAnnouncedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		leave func(*chattest.Client)
+		told  []string // what the leaver reads before the connection closes
+	}{
+		{"close", (*chattest.Client).Close, nil},
+		{"reset", (*chattest.Client).Reset, nil},
+		{"half-close", func(c *chattest.Client) { require.NoError(t, c.Conn().CloseWrite()) }, []string{}},
+		{"/quit", func(c *chattest.Client) { c.Send("/quit") }, []string{}},
+		{"/quit with spaces", func(c *chattest.Client) { c.Send("  /quit ") }, []string{}},
+		{"a line too long", func(c *chattest.Client) { c.Send(strings.Repeat("x", maxLine+1)) },
+			[]string{fmt.Sprintf("line too long (max %d bytes)", maxLine)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chattest.Parallel(t)
+			addr := chattest.Start(t, serveDefault)
+			ana, bob := chattest.Name("ana"), chattest.Name("bob")
+			a := join(t, addr, ana)
+			b := join(t, addr, bob)
+			a.Expect(bob + " has arrived")
+			tc.leave(b)
+			if tc.told != nil {
+				for _, line := range tc.told {
+					b.Expect(line)
+				}
+				b.ExpectClosed()
+			}
+			a.Expect(bob + " left the chat")
+			a.Send("and then?")
+			a.Expect(ana + " says: and then?") // no second announcement
+		})
+	}
+}
+
+func TestIdleClientIsToldAndDisconnected(t *testing.T) {
+	chattest.InProcess(t) // needs a short -idle
+	chattest.Parallel(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	const idle = 300 * time.Millisecond
+	addr := chattest.StartOn(t, ln, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, idle)
+	})
+	atPrompt := chattest.Dial(t, addr)
+	atPrompt.ExpectText(prompt)
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	started := time.Now()
+	a.Expect("idle timeout")
+	a.ExpectClosed()
+	assert.GreaterOrEqual(t, time.Since(started), idle-50*time.Millisecond, "disconnected before -idle")
+	atPrompt.Expect("idle timeout")
+	atPrompt.ExpectClosed()
+}
+
+// The same with the default -idle of five minutes, on synctest's fake clock.
+func TestSilentForFiveMinutesMeansIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ln := chattest.NewPipeListener()
+		ctx, cancel := context.WithCancel(t.Context())
+		served := make(chan error, 1)
+		go func() { served <- serveDefault(ctx, ln) }()
+		start := time.Now()
+		type transcript struct {
+			text   string
+			closed time.Duration // when the server closed the connection
+		}
+		// net.Pipe has no buffer: every client must read all the time.
+		readAll := func(c net.Conn) <-chan transcript {
+			done := make(chan transcript, 1)
+			go func() {
+				text, _ := io.ReadAll(c)
+				done <- transcript{string(text), time.Since(start)}
+			}()
+			return done
+		}
+		silent, talker := ln.Dial(), ln.Dial()
+		silentHeard, talkerHeard := readAll(silent), readAll(talker)
+		say := func(c net.Conn, line string) {
+			_, err := c.Write([]byte(line + "\n"))
+			require.NoError(t, err)
+		}
+		say(silent, "quiet")
+		synctest.Wait()
+		say(talker, "talker")
+		for range 6 { // the talker speaks every minute, at 0:30, 1:30...
+			time.Sleep(30 * time.Second)
+			say(talker, "x")
+			time.Sleep(30 * time.Second)
+		}
+		heard := <-silentHeard
+		assert.Equal(t, 5*time.Minute, heard.closed, "the silent client was not cut off after exactly -idle")
+		assert.Equal(t, prompt+"welcome quiet\ntalker has arrived\n"+
+			strings.Repeat("talker says: x\n", 5)+"idle timeout\n", heard.text)
+		cancel()
+		require.NoError(t, <-served)
+		assert.Equal(t, prompt+"welcome talker\n"+strings.Repeat("talker says: x\n", 5)+
+			"quiet left the chat\ntalker says: x\nserver is shutting down\n", (<-talkerHeard).text)
+	})
+}
+
+func TestHalfClosedClientStillGetsItsLastLines(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	name := chattest.Name("ana")
+	a := join(t, addr, name)
+	a.Send("bye")
+	require.NoError(t, a.Conn().CloseWrite())
+	a.Expect(name + " says: bye")
+	a.ExpectClosed()
+}
+
+func TestNameAndFirstLinesInOneWriteAreAllDelivered(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	c := chattest.Dial(t, addr)
+	name := chattest.Name("ana")
+	c.Send(name, "one", "two") // before reading the prompt, in one write
+	c.ExpectText(prompt)
+	c.Expect("welcome " + name)
+	c.Expect(name + " says: one")
+	c.Expect(name + " says: two")
+}
+
+func TestHostileTextIsNeutralised(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, addr, ana)
+	b := join(t, addr, bob)
+	a.Expect(bob + " has arrived")
+	for _, tc := range []struct{ name, sent, shown string }{
+		{"colour escape", "\x1b[31mred", "\uFFFD[31mred"},
+		{"window title (OSC)", "\x1b]0;pwned\x07", "\uFFFD]0;pwned\uFFFD"},
+		{"bell", "ding\x07", "ding\uFFFD"},
+		{"carriage return mid-line", "real\rfake", "real\uFFFDfake"},
+		{"C1 control (CSI)", "\u009b31m", "\uFFFD31m"},
+		{"invalid UTF-8", "bad \xff\xfe byte", "bad \uFFFD byte"},
+		{"backspace and delete", "ab\x08\x7f", "ab\uFFFD\uFFFD"},
+		{"letters of any script", "héllo ńo 日本 😀", "héllo ńo 日本 😀"},
+	} {
+		b.Send(tc.sent)
+		b.Expect(bob + " says: " + tc.shown)
+		a.Expect(bob + " says: " + tc.shown)
+	}
+}
+
+func TestLongLineGetsAnErrorAndADisconnect(t *testing.T) {
+	for _, atPrompt := range []bool{false, true} {
+		t.Run(fmt.Sprint("at the prompt: ", atPrompt), func(t *testing.T) {
+			chattest.Parallel(t)
+			addr := chattest.Start(t, serveDefault)
+			ana := chattest.Name("ana")
+			a := join(t, addr, ana)
+			var b *chattest.Client
+			if atPrompt {
+				b = chattest.Dial(t, addr)
+				b.ExpectText(prompt)
+			} else {
+				bob := chattest.Name("bob")
+				b = join(t, addr, bob)
+				a.Expect(bob + " has arrived")
+				defer a.Expect(bob + " left the chat")
+			}
+			b.Send(strings.Repeat("x", maxLine+1))
+			b.Expect(fmt.Sprintf("line too long (max %d bytes)", maxLine))
+			b.ExpectClosed()
+		})
+	}
+}
+
+func TestLineAtTheLimitIsDelivered(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	name := chattest.Name("ana")
+	a := join(t, addr, name)
+	text := strings.Repeat("y", maxLine-1) // plus "\n": maxLine bytes
+	a.Send(text)
+	a.Expect(name + " says: " + text)
+}
+
+// A client that never reads must not stall the room: it is disconnected once
+// maxPending bytes wait for it, the others see it leave, and they never miss
+// a line.
+func TestStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	stuckName, talkerName, listenerName := chattest.Name("stuck"), chattest.Name("talker"), chattest.Name("listener")
+	stuck := join(t, addr, stuckName)
+	require.NoError(t, stuck.Conn().SetReadBuffer(4096))
+	talker := join(t, addr, talkerName)
+	listener := join(t, addr, listenerName)
+	talker.Expect(listenerName + " has arrived")
+
+	text := strings.Repeat("z", 1000)
+	left := stuckName + " left the chat"
+	const most = 20000 // 20 MB: far more than the kernel's buffers and maxPending
+	dropped := false
+	for i := 0; i < most && !dropped; i += 100 {
+		batch := make([]string, 100)
+		for j := range batch {
+			batch[j] = fmt.Sprintf("%d %s", i+j, text)
+		}
+		talker.Send(batch...)
+		for _, line := range batch {
+			skipped := talker.Until(talkerName + " says: " + line)
+			dropped = dropped || assert.ObjectsAreEqual(skipped, []string{left})
+			skipped = listener.Until(talkerName + " says: " + line)
+			require.True(t, len(skipped) == 0 || assert.ObjectsAreEqual(skipped, []string{left}),
+				"the listener missed lines: %.100q", skipped)
+		}
+	}
+	require.True(t, dropped, "the stuck client was never dropped")
+	talker.Send("after")
+	listener.Expect(talkerName + " says: after")
+}
+
+// A client that floods as fast as its own echo comes back must not get any
+// healthy reader dropped, however long it goes on.
+func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	names := []string{chattest.Name("f"), chattest.Name("f")}
+	flooders := []*chattest.Client{join(t, addr, names[0]), join(t, addr, names[1])}
+	reader := join(t, addr, chattest.Name("reader"))
+	const n, window = 5000, 200
+	err := chattest.Concurrently(len(flooders), func(i int) error {
+		return flooders[i].Flood(n, window, "x", says(names[i]))
+	})
+	require.NoError(t, err)
+	count := map[string]int{}
+	for count[names[0]]+count[names[1]] < 2*n {
+		line := reader.Line("a flooded line")
+		require.NotContains(t, line, " left the chat", "a client was dropped")
+		if sender, _, ok := strings.Cut(line, " says: "); ok {
+			count[sender]++
+		}
+	}
+}
+
+func TestAThousandClientsComeTalkAndGo(t *testing.T) {
+	// Not parallel: it needs the machine to itself to finish in time.
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	addr := chattest.Start(t, serveDefault)
+	const n = 1000
+	obsName := chattest.Name("observer")
+	observer := join(t, addr, obsName)
+	clients := make([]*chattest.Client, n)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = chattest.Name("c")
+	}
+	require.NoError(t, chattest.Concurrently(n, func(i int) (err error) {
+		clients[i], err = tryJoin(t, addr, names[i])
+		return err
+	}))
+	arrived := map[string]bool{}
+	for len(arrived) < n {
+		line := observer.Line("the others arriving")
+		who, ok := strings.CutSuffix(line, " has arrived")
+		require.True(t, ok, "expected only arrivals, got %q", line)
+		arrived[who] = true
+	}
+	observer.Send("welcome, all")
+	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+		_, err := clients[i].TryUntil(obsName + " says: welcome, all")
+		return err
+	}))
+	for i, c := range clients {
+		switch i % 3 {
+		case 0:
+			c.Close()
+		case 1:
+			c.Reset()
+		case 2:
+			require.NoError(t, c.Conn().CloseWrite())
+		}
+	}
+	left := map[string]bool{}
+	for len(left) < n {
+		line := observer.Line("the others leaving")
+		if who, ok := strings.CutSuffix(line, " left the chat"); ok {
+			assert.False(t, left[who], "%s left twice", who)
+			left[who] = true
+		}
+	}
+}
+
+// The broadcaster plus a reader and a writer per client: 2n+2 goroutines
+// with n clients, counting serve's own, whether or not they have a name yet.
+// The exit guide is a function of the broadcaster, not a goroutine.
+func TestTwoGoroutinesPerClient(t *testing.T) {
+	chattest.InProcess(t)
+	base := chattest.Baseline(t)
+	addr := chattest.Start(t, serveDefault)
+	chattest.WaitGoroutines(t, base+2, "serve and the broadcaster")
+	const n = 20
+	var clients []*chattest.Client
+	for range n / 2 {
+		clients = append(clients, join(t, addr, chattest.Name("c")))
+		c := chattest.Dial(t, addr)
+		c.ExpectText(prompt)
+		clients = append(clients, c)
+	}
+	chattest.WaitGoroutines(t, base+2+2*n, fmt.Sprintf("%d clients", n))
+	for _, c := range clients {
+		c.Close()
+	}
+	chattest.WaitGoroutines(t, base+2, "all clients gone")
+}
+
+// flakyListener fails its first Accepts, like a server out of file descriptors.
+type flakyListener struct {
+	net.Listener
+	failures int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.failures > 0 {
+		l.failures--
+		return nil, fmt.Errorf("accept: %w", syscall.EMFILE)
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptErrorsDoNotStopTheServer(t *testing.T) {
+	chattest.InProcess(t)
+	chattest.Parallel(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := chattest.StartOn(t, &flakyListener{Listener: ln, failures: 3}, serveDefault)
+	join(t, addr, chattest.Name("ana"))
+}
+
+// On SIGTERM everyone, named or still at the prompt, is told, and the
+// program exits 0 within writeTimeout even with a client that never reads.
+func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
+	chattest.Parallel(t)
+	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
+	name := chattest.Name("ana")
+	a := join(t, p.Addr, name)
+	waiting := chattest.Dial(t, p.Addr)
+	waiting.ExpectText(prompt)
+	stuckName := chattest.Name("stuck")
+	stuck := join(t, p.Addr, stuckName)
+	require.NoError(t, stuck.Conn().SetReadBuffer(4096))
+	a.Expect(stuckName + " has arrived")
+	// Fill the stuck client's buffers, short of maxPending: its writer blocks.
+	filler := strings.Repeat("f", 1000)
+	for range 100 {
+		a.Send(filler)
+		a.Expect(name + " says: " + filler)
+	}
+	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout+2*time.Second))
+	for _, c := range []*chattest.Client{a, waiting} {
+		c.Until("server is shutting down")
+		c.ExpectClosed()
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"ana": true, "Ana_B-2": true, "٣": true, "नमस्ते": true, "12345678901234567890": true,
+		"": false, "123456789012345678901": false, "a.b": false, "a\tb": false, "<b>": false,
+	} {
+		assert.Equal(t, ok, checkName(name) == nil, "checkName(%q) = %v", name, checkName(name))
+	}
+}
+
+func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                  "",
+		"plain text":        "plain text",
+		"tab\there":         "tab\uFFFDhere",
+		"nul\x00":           "nul\uFFFD",
+		"\xc3":              "\uFFFD",
+		"\u0085next line":   "\uFFFDnext line",
+		"mixed \xff\x1b[0m": "mixed \uFFFD\uFFFD[0m",
+	} {
+		assert.Equal(t, want, sanitize(in), "sanitize(%q)", in)
+	}
+}
