@@ -27,8 +27,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Timeout bounds every wait for the server.
-const Timeout = 5 * time.Second
+// Timeout bounds every wait for the server. It is generous because the
+// race detector on a 2-core machine slows everything down several times.
+const Timeout = 10 * time.Second
 
 // ClassroomAddr is the address of the server under test in classroom mode,
 // or "" when the tests start their own.

@@ -47,8 +47,7 @@ var listening = regexp.MustCompile(`listening on (?:http://)?(\S+?)/?$`)
 func StartProcess(t testing.TB, args ...string) *Process {
 	t.Helper()
 	InProcess(t)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd := MainCommand(args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -105,4 +104,12 @@ func (p *Process) Stop(sig syscall.Signal, limit time.Duration) int {
 		p.t.Fatalf("the server did not exit within %v of %v", limit, sig)
 		return -1
 	}
+}
+
+// MainCommand is the step's main() with args, as a command to run: for
+// programs that never log "listening on", such as netcat.
+func MainCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	return cmd
 }
