@@ -1,0 +1,421 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gochat-steps/internal/chattest"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/websocket"
+)
+
+func TestMain(m *testing.M) { chattest.Main(m, main) }
+
+var defaults = options{idle: 5 * time.Minute, history: 100}
+
+// start runs a server with opts for the test (or uses CHAT_ADDR).
+func start(t *testing.T, opts options) string {
+	t.Helper()
+	return chattest.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, opts)
+	})
+}
+
+// wsClient is one test WebSocket connection, as a browser on the page would open it.
+type wsClient struct {
+	t    testing.TB
+	ws   *websocket.Conn
+	name string
+}
+
+func tryDial(t testing.TB, addr, origin string) (*wsClient, error) {
+	cfg, err := websocket.NewConfig("ws://"+addr+"/ws", origin)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dialer = &net.Dialer{Timeout: chattest.Timeout}
+	ws, err := websocket.DialConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { ws.Close() })
+	return &wsClient{t: t, ws: ws}, nil
+}
+
+func dial(t *testing.T, addr string) *wsClient {
+	t.Helper()
+	c, err := tryDial(t, addr, "http://"+addr)
+	require.NoError(t, err)
+	return c
+}
+
+// join connects a client called name and reads its welcome.
+func join(t *testing.T, addr, name string) *wsClient {
+	t.Helper()
+	c := dial(t, addr)
+	c.name = name
+	c.send(name)
+	c.expect(message{Event: "welcome", Body: name})
+	return c
+}
+
+func (c *wsClient) send(body string) {
+	c.t.Helper()
+	require.NoError(c.t, websocket.JSON.Send(c.ws, message{Body: body}))
+}
+
+func (c *wsClient) sendRaw(frame string) {
+	c.t.Helper()
+	require.NoError(c.t, websocket.Message.Send(c.ws, frame))
+}
+
+func (c *wsClient) tryNext() (message, error) {
+	if err := c.ws.SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+		return message{}, err
+	}
+	var m message
+	err := websocket.JSON.Receive(c.ws, &m)
+	return m, err
+}
+
+func (c *wsClient) next(waitingFor string) message {
+	c.t.Helper()
+	m, err := c.tryNext()
+	if err != nil {
+		c.t.Fatalf("%s expected %s, got %v", c.name, waitingFor, err)
+	}
+	return m
+}
+
+func (c *wsClient) expect(want message) {
+	c.t.Helper()
+	got := c.next(fmt.Sprintf("%+v", want))
+	require.Equal(c.t, want, got, "%s got an unexpected frame", c.name)
+}
+
+func (c *wsClient) tryUntil(want message) error {
+	for {
+		m, err := c.tryNext()
+		if err != nil {
+			return fmt.Errorf("%s expected %+v, got %w", c.name, want, err)
+		}
+		if m == want {
+			return nil
+		}
+	}
+}
+
+func (c *wsClient) until(want message) {
+	c.t.Helper()
+	require.NoError(c.t, c.tryUntil(want))
+}
+
+func (c *wsClient) expectClosed() {
+	c.t.Helper()
+	m, err := c.tryNext()
+	require.Error(c.t, err, "%s expected the server to close the connection, got %+v", c.name, m)
+	require.NotErrorIs(c.t, err, errTimeout(), "%s: the connection is still open", c.name)
+}
+
+func errTimeout() error { return context.DeadlineExceeded }
+
+func says(name, body string) message { return message{Author: name, Body: body} }
+
+func TestThePageIsServedAndSelfContained(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	resp, err := http.Get("http://" + addr + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
+	assert.Contains(t, string(body), "new WebSocket(")
+	assert.NotRegexp(t, `(src|href)="(https?:)?//`, string(body), "the page loads something from elsewhere")
+
+	resp, err = http.Get("http://" + addr + "/nothing-here")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestOthersSeeArrivalsAndEveryMessageReachesEveryone(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, addr, ana)
+	b := join(t, addr, bob)
+	a.expect(message{Event: "arrived", Body: bob})
+	b.send("hi")
+	b.expect(says(bob, "hi")) // and not its own arrival first
+	a.expect(says(bob, "hi"))
+}
+
+func TestTheServerSetsTheAuthor(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	a.sendRaw(`{"author": "mallory", "body": "trust me", "event": "welcome"}`)
+	a.expect(says(ana, "trust me"))
+}
+
+func TestBadAndTakenNamesAreRefusedWithAReason(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	taken := chattest.Name("ana")
+	join(t, addr, taken)
+	c := dial(t, addr)
+	for _, tc := range []struct{ sent, reason string }{
+		{"   ", "name is empty"},
+		{strings.Repeat("n", 21), "name is too long (max 20 characters)"},
+		{"<b>x</b>", `name has a character that is not allowed: '<' (use letters, digits, _ or -)`},
+		{taken, "name is taken"},
+	} {
+		c.send(tc.sent)
+		c.expect(message{Event: "refused", Body: tc.reason})
+	}
+	name := chattest.Name("Zoë")
+	c.send(name)
+	c.expect(message{Event: "welcome", Body: name})
+}
+
+func TestNewcomersGetTheRecentHistoryFirst(t *testing.T) {
+	chattest.InProcess(t) // a short -history
+	chattest.Parallel(t)
+	addr := start(t, options{idle: time.Minute, history: 3})
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	for i := range 5 {
+		a.send(fmt.Sprint("m", i))
+		a.expect(says(ana, fmt.Sprint("m", i)))
+	}
+	bob := chattest.Name("bob")
+	b := join(t, addr, bob)
+	for _, m := range []string{"m2", "m3", "m4"} { // the last three, oldest first
+		b.expect(says(ana, m))
+	}
+	a.send("live")
+	b.expect(says(ana, "live"))
+}
+
+func TestBadFramesAreRefusedAndLeaveNoTrace(t *testing.T) {
+	for _, tc := range []struct{ name, frame, reason string }{
+		{"not JSON", "hello", `frame is not JSON of the form {"body": "..."}`},
+		{"body not a string", `{"body": 42}`, `frame is not JSON of the form {"body": "..."}`},
+		{"no body", `{"text": "hi"}`, "body is missing or empty"},
+		{"empty body", `{"body": ""}`, "body is missing or empty"},
+		{"body too long", `{"body": "` + strings.Repeat("é", maxBody+1) + `"}`, "body is too long (max 1000 characters)"},
+		{"frame too large", `{"body": "` + strings.Repeat("x", maxFrame) + `"}`, "frame too large (max 8192 bytes)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chattest.Parallel(t)
+			addr := start(t, defaults)
+			ana, bob := chattest.Name("ana"), chattest.Name("bob")
+			a := join(t, addr, ana)
+			a.send("before")
+			a.expect(says(ana, "before"))
+			b := join(t, addr, bob)
+			a.expect(message{Event: "arrived", Body: bob})
+			b.expect(says(ana, "before")) // history
+			b.sendRaw(tc.frame)
+			b.expect(message{Event: "bye", Body: tc.reason})
+			b.expectClosed()
+			a.expect(message{Event: "left", Body: bob})
+			// The room goes on, and its history holds only the good message.
+			c := join(t, addr, chattest.Name("cat"))
+			c.expect(says(ana, "before"))
+			a.send("after")
+			c.expect(says(ana, "after"))
+		})
+	}
+}
+
+func TestHandshakesFromOtherSitesAreRefused(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, options{idle: time.Minute, history: 10, origin: "https://allowed.example"})
+	for _, tc := range []struct {
+		origin string
+		status int
+	}{
+		{"http://evil.example", http.StatusForbidden},
+		{"http://" + addr + ".evil.example", http.StatusForbidden},
+		{"null", http.StatusForbidden},
+		{"http://" + addr, http.StatusSwitchingProtocols},
+		{"https://allowed.example", http.StatusSwitchingProtocols},
+		{"", http.StatusSwitchingProtocols}, // not a browser
+	} {
+		req, err := http.NewRequest("GET", "http://"+addr+"/ws", nil)
+		require.NoError(t, err)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, tc.status, resp.StatusCode, "Origin %q", tc.origin)
+	}
+}
+
+func TestHTMLIsPassedOnAsText(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	a.send(`<b>x</b><script>alert(1)</script> & "quotes"`)
+	a.expect(says(ana, `<b>x</b><script>alert(1)</script> & "quotes"`))
+	a.send("\x1b[31m \xff") // the same control-character rules as the TCP steps
+	a.expect(says(ana, "\uFFFD[31m \uFFFD"))
+}
+
+func TestQuitLeavesTheRoom(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, addr, ana)
+	b := join(t, addr, bob)
+	a.expect(message{Event: "arrived", Body: bob})
+	b.send("/quit")
+	b.expectClosed()
+	a.expect(message{Event: "left", Body: bob})
+}
+
+func TestIdleClientsAreToldAndDisconnected(t *testing.T) {
+	chattest.InProcess(t) // a short -idle
+	chattest.Parallel(t)
+	addr := start(t, options{idle: 300 * time.Millisecond, history: 10})
+	a := join(t, addr, chattest.Name("ana"))
+	a.expect(message{Event: "bye", Body: "idle timeout"})
+	a.expectClosed()
+}
+
+// A client that never reads must not stall the room: it is dropped, the
+// others see it leave, and they miss nothing.
+func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	stuckName, talker, listener := chattest.Name("stuck"), chattest.Name("talker"), chattest.Name("listener")
+	stuck := join(t, addr, stuckName)
+	tc := join(t, addr, talker)
+	l := join(t, addr, listener)
+	tc.expect(message{Event: "arrived", Body: listener})
+	_ = stuck // never reads again
+
+	text := strings.Repeat("z", 900)
+	left := message{Event: "left", Body: stuckName}
+	dropped := false
+	for i := 0; i < 30000 && !dropped; i += 50 { // at most 27 MB
+		for j := range 50 {
+			tc.send(fmt.Sprint(i+j, text))
+		}
+		for j := range 50 {
+			want := says(talker, fmt.Sprint(i+j, text))
+			for _, c := range []*wsClient{tc, l} {
+				m := c.next("the talker's line")
+				if m == left {
+					dropped = true
+					m = c.next("the talker's line")
+				}
+				require.Equal(t, want, m, "%s missed a line", c.name)
+			}
+		}
+	}
+	require.True(t, dropped, "the stuck client was never dropped")
+}
+
+func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	addr := start(t, defaults)
+	const n = 500
+	first := join(t, addr, chattest.Name("first"))
+	first.send("history")
+	first.expect(says(first.name, "history"))
+	clients := make([]*wsClient, n)
+	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+		c, err := tryDial(t, addr, "http://"+addr)
+		if err != nil {
+			return err
+		}
+		c.name = chattest.Name("c")
+		clients[i] = c
+		if err := websocket.JSON.Send(c.ws, message{Body: c.name}); err != nil {
+			return err
+		}
+		if err := c.tryUntil(message{Event: "welcome", Body: c.name}); err != nil {
+			return err
+		}
+		return c.tryUntil(says(first.name, "history"))
+	}))
+	// Ten of them talk; everyone hears all ten.
+	for _, c := range clients[:10] {
+		require.NoError(t, websocket.JSON.Send(c.ws, message{Body: "hello"}))
+	}
+	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+		heard := map[string]bool{}
+		for len(heard) < 10 { // from ten connections: in any order
+			m, err := clients[i].tryNext()
+			if err != nil {
+				return fmt.Errorf("%s heard %d hellos, then %w", clients[i].name, len(heard), err)
+			}
+			if m.Body == "hello" {
+				heard[m.Author] = true
+			}
+		}
+		return nil
+	}))
+	for _, c := range clients {
+		c.ws.Close()
+	}
+	left := 0
+	for left < n {
+		if m := first.next("the others leaving"); m.Event == "left" {
+			left++
+		}
+	}
+	late := join(t, addr, chattest.Name("late"))
+	late.expect(says(first.name, "history")) // history intact
+}
+
+// Per client: net/http's goroutine, which runs handleConn, and the writer.
+// Plus serve, the http.Server's accept loop and the broadcaster.
+func TestTwoGoroutinesPerClient(t *testing.T) {
+	chattest.InProcess(t)
+	base := chattest.Baseline(t)
+	addr := start(t, defaults)
+	chattest.WaitGoroutines(t, base+3, "serve, Serve and the broadcaster")
+	const n = 20
+	var clients []*wsClient
+	for range n {
+		clients = append(clients, join(t, addr, chattest.Name("c")))
+	}
+	chattest.WaitGoroutines(t, base+3+2*n, fmt.Sprintf("%d clients", n))
+	for _, c := range clients {
+		c.ws.Close()
+	}
+	chattest.WaitGoroutines(t, base+3, "all clients gone")
+}
+
+func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
+	chattest.Parallel(t)
+	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
+	a := join(t, p.Addr, chattest.Name("ana"))
+	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout+2*time.Second))
+	a.expect(message{Event: "bye", Body: "server is shutting down"})
+	a.expectClosed()
+}
