@@ -95,7 +95,12 @@ func serve(ctx context.Context, ln net.Listener, opts options) error {
 	var broadcasting sync.WaitGroup
 	broadcasting.Go(r.broadcaster)
 	var conns sync.WaitGroup
+	var mu sync.Mutex // guards closing: no conns.Add may race conns.Wait
+	closing := false
 	defer func() {
+		mu.Lock()
+		closing = true // no new WebSocket from here on
+		mu.Unlock()
 		conns.Wait()        // every client has left the room,
 		close(r.messages)   // so the broadcaster can stop,
 		broadcasting.Wait() // and serve returns only once it has.
@@ -113,7 +118,14 @@ func serve(ctx context.Context, ln net.Listener, opts options) error {
 		}
 	})
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, req *http.Request) {
-		conns.Add(1) // before Shutdown returns: see below
+		mu.Lock()
+		if closing {
+			mu.Unlock()
+			http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		conns.Add(1)
+		mu.Unlock()
 		defer conns.Done()
 		chat.ServeHTTP(w, req)
 	})
@@ -124,16 +136,14 @@ func serve(ctx context.Context, ln net.Listener, opts options) error {
 	case err := <-served:
 		return err // the listener failed
 	case <-ctx.Done():
+		// Stop accepting and drop plain HTTP connections. (Shutdown would
+		// wait for idle ones, such as a browser's spare connection, for
+		// seconds.) Upgraded connections are not net/http's any more:
+		// handleConn says goodbye on them and closes them.
+		err := srv.Close()
+		<-served
+		return err
 	}
-	// Stop accepting and wait for the requests under way, so that every
-	// WebSocket handler has started (and called conns.Add) before the
-	// deferred conns.Wait. Upgraded connections are not net/http's to wait
-	// for: handleConn closes them when ctx is done.
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	<-served
-	return err
 }
 
 // page is the chat's web page, built into the program.
