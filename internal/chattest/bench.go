@@ -1,0 +1,266 @@
+package chattest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Protocol is what a fan-out benchmark needs to know of a step.
+type Protocol struct {
+	Serve func(context.Context, net.Listener) error
+	// Join enters the room on conn as client i; it returns the client's
+	// name, once the server has said the client is in.
+	Join func(conn net.Conn, in *bufio.Reader, i int) (string, error)
+	// Says is the line that carries text from the client called name.
+	Says func(name, text string) string
+}
+
+// FanOut measures delivery: clients connected, senders of them sending
+// perSender lines of about 64 bytes each per b.N, each as fast as its own
+// echoes come back (at most window unanswered). Every line must reach every
+// client. With naive set, the server's connections write one line per
+// system call: the same server, without batched writes.
+func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive bool) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var serving net.Listener = ln
+	if naive {
+		serving = naiveListener{ln}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, serving) }()
+	defer func() { cancel(); <-done }()
+
+	conns := make([]net.Conn, clients)
+	names := make([]string, clients)
+	readers := make([]*bufio.Reader, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], readers[i] = c, bufio.NewReaderSize(c, 64<<10)
+		if names[i], err = p.Join(c, readers[i], i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Let the arrivals reach everyone before the clock starts.
+	if _, err := fmt.Fprintf(conns[clients-1], "ready\n"); err != nil {
+		b.Fatal(err)
+	}
+	for i := range clients {
+		if err := conns[i].SetReadDeadline(time.Now().Add(Timeout)); err != nil {
+			b.Fatal(err)
+		}
+		if err := readUntil(readers[i], p.Says(names[clients-1], "ready")); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	total := b.N * perSender * senders
+	padding := strings.Repeat("x", 40)
+	const window = 64
+	echoes := make([]atomic.Int64, senders)
+	wake := make([]chan struct{}, senders)
+	for i := range wake {
+		wake[i] = make(chan struct{}, 1)
+	}
+	latencies := make([][]time.Duration, clients)
+	var readersDone sync.WaitGroup
+	var failed atomic.Value
+	var allocs0, allocs1 runtime.MemStats
+	runtime.ReadMemStats(&allocs0)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range clients {
+		readersDone.Go(func() {
+			for got := 0; got < total; {
+				if err := conns[i].SetReadDeadline(time.Now().Add(Timeout)); err != nil {
+					failed.Store(err)
+					return
+				}
+				line, err := readers[i].ReadSlice('\n')
+				if err != nil {
+					failed.Store(fmt.Errorf("client %d after %d of %d lines: %w", i, got, total, err))
+					return
+				}
+				_, text, ok := bytes.Cut(line, []byte("|"))
+				if !ok {
+					continue // an arrival or the like
+				}
+				got++
+				fields := bytes.Fields(text)
+				if got%16 == 0 { // sample the latency
+					sent, _ := strconv.ParseInt(string(fields[1]), 10, 64)
+					latencies[i] = append(latencies[i], time.Since(time.Unix(0, sent)))
+				}
+				if i < senders && string(fields[0]) == strconv.Itoa(i) {
+					echoes[i].Add(1)
+					select {
+					case wake[i] <- struct{}{}:
+					default:
+					}
+				}
+			}
+		})
+	}
+	var sendersDone sync.WaitGroup
+	for i := range senders {
+		sendersDone.Go(func() {
+			var buf []byte
+			for sent := 0; sent < b.N*perSender; {
+				for int64(sent)-echoes[i].Load() >= window {
+					select {
+					case <-wake[i]:
+					case <-time.After(Timeout):
+						failed.Store(fmt.Errorf("sender %d: no echo for %v", i, Timeout))
+						return
+					}
+				}
+				buf = buf[:0]
+				for n := int64(sent) - echoes[i].Load(); n < window && sent < b.N*perSender; n++ {
+					buf = fmt.Appendf(buf, "|%d %d %s\n", i, time.Now().UnixNano(), padding)
+					sent++
+				}
+				if _, err := conns[i].Write(buf); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	sendersDone.Wait()
+	readersDone.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&allocs1)
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	deliveries := float64(total * clients)
+	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(allocs1.TotalAlloc-allocs0.TotalAlloc)/deliveries, "B/delivery")
+	all := slices.Concat(latencies...)
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+func readUntil(in *bufio.Reader, want string) error {
+	for {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.TrimSuffix(line, "\n") == want {
+			return nil
+		}
+	}
+}
+
+// naiveListener's connections write each line with a system call of its
+// own, as a server without batched writes would.
+type naiveListener struct{ net.Listener }
+
+func (l naiveListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return naiveConn{c}, err
+}
+
+type naiveConn struct{ net.Conn }
+
+func (c naiveConn) Write(p []byte) (int, error) {
+	n := 0
+	for line := range bytes.Lines(p) {
+		m, err := c.Conn.Write(line)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// IdleMemory runs the step's program, has n clients join it at once with
+// join(addr, i), and reports the program's resident memory per idle
+// client, and how long the n joins took.
+func IdleMemory(b *testing.B, n int, args []string, join func(addr string, i int) (io.Closer, error)) {
+	p := StartProcess(b, args...)
+	before := p.RSS()
+	conns := make([]io.Closer, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	err := Concurrently(n, func(i int) (err error) {
+		conns[i], err = join(p.Addr, i)
+		return err
+	})
+	joined := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a measurement pause, not synchronisation: let RSS settle
+	b.ReportMetric(float64(p.RSS()-before)/float64(n), "RSS-B/client")
+	b.ReportMetric(joined.Seconds(), "s-to-join-all")
+}
+
+// TCPJoin dials addr and joins with f, within 3*Timeout.
+func TCPJoin(f func(conn net.Conn, in *bufio.Reader, i int) error) func(addr string, i int) (io.Closer, error) {
+	return func(addr string, i int) (io.Closer, error) {
+		c, err := net.DialTimeout("tcp", addr, Timeout)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetDeadline(time.Now().Add(3 * Timeout)); err != nil {
+			return c, err
+		}
+		return c, f(c, bufio.NewReaderSize(c, 256), i)
+	}
+}
+
+// RSS is the process's resident memory in bytes, from /proc (Linux).
+func (p *Process) RSS() int64 {
+	p.t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.Fields(kb)[0], 10, 64)
+			if err != nil {
+				p.t.Fatal(err)
+			}
+			return n << 10
+		}
+	}
+	p.t.Fatal("no VmRSS in /proc status")
+	return 0
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"gochat-steps/internal/chattest"
+)
+
+var protocol = chattest.Protocol{
+	Serve: serve,
+	Join: func(conn net.Conn, in *bufio.Reader, _ int) (string, error) {
+		name := conn.LocalAddr().String()
+		line, err := in.ReadString('\n')
+		if err != nil || line != "You are "+name+"\n" {
+			return "", fmt.Errorf("expected a greeting, got %q (%v)", line, err)
+		}
+		return name, nil
+	},
+	Says: func(name, text string) string { return name + ": " + text },
+}
+
+// Run with: go test -run '^$' -bench . ./step2-broadcast
+func BenchmarkFanOut100Clients10Senders(b *testing.B) {
+	chattest.FanOut(b, protocol, 100, 10, 1000, false)
+}
+
+func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {
+	chattest.FanOut(b, protocol, 100, 10, 1000, true)
+}
+
+func BenchmarkIdleMemory(b *testing.B) {
+	chattest.IdleMemory(b, idleClients, []string{"-addr", "127.0.0.1:0"}, chattest.TCPJoin(func(conn net.Conn, in *bufio.Reader, _ int) error {
+		line, err := in.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "You are ") {
+			return fmt.Errorf("expected a greeting, got %q (%v)", line, err)
+		}
+		return nil
+	}))
+}
+
+const idleClients = 5000

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"gochat-steps/internal/chattest"
+)
+
+// joinAs answers the name prompt with name and waits for the welcome.
+func joinAs(conn net.Conn, in *bufio.Reader, name string) error {
+	prompt := make([]byte, len("Enter your username: "))
+	if _, err := io.ReadFull(in, prompt); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(conn, "%s\n", name); err != nil {
+		return err
+	}
+	line, err := in.ReadString('\n')
+	if err != nil || line != "welcome "+name+"\n" {
+		return fmt.Errorf("expected a welcome, got %q (%v)", line, err)
+	}
+	return nil
+}
+
+var protocol = chattest.Protocol{
+	Serve: serveForBench,
+	Join: func(conn net.Conn, in *bufio.Reader, i int) (string, error) {
+		name := fmt.Sprint("u", i)
+		return name, joinAs(conn, in, name)
+	},
+	Says: func(name, text string) string { return name + " says: " + text },
+}
+
+// Run with: go test -run '^$' -bench . ./step4-exit-queue
+func BenchmarkFanOut100Clients10Senders(b *testing.B) {
+	chattest.FanOut(b, protocol, 100, 10, 1000, false)
+}
+
+func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {
+	chattest.FanOut(b, protocol, 100, 10, 1000, true)
+}
+
+func BenchmarkIdleMemory(b *testing.B) {
+	chattest.IdleMemory(b, idleClients, []string{"-addr", "127.0.0.1:0"}, chattest.TCPJoin(func(conn net.Conn, in *bufio.Reader, i int) error {
+		return joinAs(conn, in, fmt.Sprint("u", i))
+	}))
+}
+
+var serveForBench = serveDefault
+
+// idleClients is 2,000, not 5,000: every arrival goes to everyone already
+// in, and 5,000 joins take too long for CI (see docs/performance.md).
+const idleClients = 2000

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gochat-steps/internal/chattest"
+
+	"golang.org/x/net/websocket"
+)
+
+// Run with: go test -run '^$' -bench . ./step5-websocket
+func BenchmarkFanOut100Clients10Senders(b *testing.B) {
+	const clients, senders, perSender, window = 100, 10, 200, 64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, defaults) }()
+	defer func() { cancel(); <-done }()
+	addr := ln.Addr().String()
+
+	conns := make([]*websocket.Conn, clients)
+	for i := range conns {
+		ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ws.Close()
+		conns[i] = ws
+		if err := websocket.JSON.Send(ws, message{Body: fmt.Sprint("u", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// Everyone is in once the last one's arrival has reached the first.
+	for {
+		var m message
+		if err := websocket.JSON.Receive(conns[0], &m); err != nil {
+			b.Fatal(err)
+		}
+		if m.Event == "arrived" && m.Body == fmt.Sprint("u", clients-1) {
+			break
+		}
+	}
+
+	total := b.N * perSender * senders
+	padding := strings.Repeat("x", 40)
+	echoes := make([]atomic.Int64, senders)
+	var failed atomic.Value
+	var readers, writers sync.WaitGroup
+	var mem0, mem1 runtime.MemStats
+	runtime.ReadMemStats(&mem0)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range clients {
+		readers.Go(func() {
+			for got := 0; got < total; {
+				if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+					failed.Store(err)
+					return
+				}
+				var m message
+				if err := websocket.JSON.Receive(conns[i], &m); err != nil {
+					failed.Store(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
+					return
+				}
+				if m.Author == "" {
+					continue // an arrival or the like
+				}
+				got++
+				if i < senders && m.Author == fmt.Sprint("u", i) {
+					echoes[i].Add(1)
+				}
+			}
+		})
+	}
+	for i := range senders {
+		writers.Go(func() {
+			deadline := time.Now().Add(chattest.Timeout)
+			for sent := 0; sent < b.N*perSender; sent++ {
+				for int64(sent)-echoes[i].Load() >= window {
+					if time.Now().After(deadline) {
+						failed.Store(fmt.Errorf("sender %d: no echo", i))
+						return
+					}
+					runtime.Gosched() // the reader above counts the echoes
+				}
+				deadline = time.Now().Add(chattest.Timeout)
+				if err := websocket.JSON.Send(conns[i], message{Body: padding}); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	writers.Wait()
+	readers.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&mem1)
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	deliveries := float64(total * clients)
+	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/deliveries, "B/delivery")
+}
+
+func BenchmarkIdleMemory(b *testing.B) {
+	chattest.IdleMemory(b, 2000, []string{"-addr", "127.0.0.1:0"}, func(addr string, i int) (io.Closer, error) {
+		ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprint("u", i)
+		if err := websocket.JSON.Send(ws, message{Body: name}); err != nil {
+			return ws, err
+		}
+		var m message
+		err = websocket.JSON.Receive(ws, &m)
+		if err == nil && m != (message{Event: "welcome", Body: name}) {
+			err = fmt.Errorf("expected a welcome, got %+v", m)
+		}
+		return ws, err
+	})
+}
