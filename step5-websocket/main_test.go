@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,19 +115,12 @@ func (c *wsClient) tryUntil(want message) error {
 	}
 }
 
-func (c *wsClient) until(want message) {
-	c.t.Helper()
-	require.NoError(c.t, c.tryUntil(want))
-}
-
 func (c *wsClient) expectClosed() {
 	c.t.Helper()
 	m, err := c.tryNext()
 	require.Error(c.t, err, "%s expected the server to close the connection, got %+v", c.name, m)
-	require.NotErrorIs(c.t, err, errTimeout(), "%s: the connection is still open", c.name)
+	require.NotErrorIs(c.t, err, os.ErrDeadlineExceeded, "%s: the connection is still open", c.name)
 }
-
-func errTimeout() error { return context.DeadlineExceeded }
 
 func says(name, body string) message { return message{Author: name, Body: body} }
 
