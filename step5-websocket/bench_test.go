@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,68 +52,65 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 		}
 	}
 
-	total := b.N * perSender * senders
+	total := b.N * perSender * senders // messages every client must receive
 	padding := strings.Repeat("x", 40)
 	echoes := make([]atomic.Int64, senders)
-	var failed atomic.Value
-	var readers, writers sync.WaitGroup
-	var mem0, mem1 runtime.MemStats
-	runtime.ReadMemStats(&mem0)
-	b.ResetTimer()
-	start := time.Now()
-	for i := range clients {
-		readers.Go(func() {
-			for got := 0; got < total; {
-				if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
-					failed.Store(err)
-					return
-				}
-				var m message
-				if err := websocket.JSON.Receive(conns[i], &m); err != nil {
-					failed.Store(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
-					return
-				}
-				if m.Author == "" {
-					continue // an arrival or the like
-				}
-				got++
-				if i < senders && m.Author == fmt.Sprint("u", i) {
-					echoes[i].Add(1)
-				}
-			}
-		})
+	wake := make([]chan struct{}, senders) // a sender waits here for its echoes
+	for i := range wake {
+		wake[i] = make(chan struct{}, 1)
 	}
-	for i := range senders {
-		writers.Go(func() {
-			deadline := time.Now().Add(chattest.Timeout)
-			for sent := 0; sent < b.N*perSender; sent++ {
-				for int64(sent)-echoes[i].Load() >= window {
-					if time.Now().After(deadline) {
-						failed.Store(fmt.Errorf("sender %d: no echo", i))
+	var failed atomic.Value
+	chattest.MeasureDeliveries(b, total*clients, func() error {
+		var readers, writers sync.WaitGroup
+		for i := range clients {
+			readers.Go(func() {
+				for got := 0; got < total; {
+					if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+						failed.Store(err)
 						return
 					}
-					runtime.Gosched() // the reader above counts the echoes
+					var m message
+					if err := websocket.JSON.Receive(conns[i], &m); err != nil {
+						failed.Store(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
+						return
+					}
+					if m.Author == "" {
+						continue // an arrival or the like
+					}
+					got++
+					if i < senders && m.Author == fmt.Sprint("u", i) {
+						echoes[i].Add(1)
+						select {
+						case wake[i] <- struct{}{}:
+						default:
+						}
+					}
 				}
-				deadline = time.Now().Add(chattest.Timeout)
-				if err := websocket.JSON.Send(conns[i], message{Body: padding}); err != nil {
-					failed.Store(err)
-					return
+			})
+		}
+		for i := range senders {
+			writers.Go(func() {
+				for sent := 0; sent < b.N*perSender; sent++ {
+					for int64(sent)-echoes[i].Load() >= window {
+						select {
+						case <-wake[i]:
+						case <-time.After(chattest.Timeout):
+							failed.Store(fmt.Errorf("sender %d: no echo for %v", i, chattest.Timeout))
+							return
+						}
+					}
+					if err := websocket.JSON.Send(conns[i], message{Body: padding}); err != nil {
+						failed.Store(err)
+						return
+					}
 				}
-			}
-		})
-	}
-	writers.Wait()
-	readers.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	runtime.ReadMemStats(&mem1)
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatal(err)
-	}
-	deliveries := float64(total * clients)
-	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
-	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64(mem1.TotalAlloc-mem0.TotalAlloc)/deliveries, "B/delivery")
+			})
+		}
+		writers.Wait()
+		readers.Wait()
+		err, _ := failed.Load().(error)
+		return err
+	})
 }
 
 func BenchmarkIdleMemory(b *testing.B) {

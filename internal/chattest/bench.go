@@ -74,22 +74,33 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 		}
 	}
 
-	total := b.N * perSender * senders
-	padding := strings.Repeat("x", 40)
+	var latencies []time.Duration
+	MeasureDeliveries(b, b.N*perSender*senders*clients, func() (err error) {
+		latencies, err = flood(conns, readers, senders, b.N*perSender)
+		return err
+	})
+	if len(latencies) > 0 {
+		b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// flood is FanOut's timed part: a reader per client, counting lines and
+// sampling their latency, and the senders, each sending perSender lines.
+// It returns the latencies, sorted.
+func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([]time.Duration, error) {
 	const window = 64
+	total := perSender * senders // lines every client must receive
 	echoes := make([]atomic.Int64, senders)
 	wake := make([]chan struct{}, senders)
 	for i := range wake {
 		wake[i] = make(chan struct{}, 1)
 	}
-	latencies := make([][]time.Duration, clients)
-	var readersDone sync.WaitGroup
+	latencies := make([][]time.Duration, len(conns))
 	var failed atomic.Value
-	var allocs0, allocs1 runtime.MemStats
-	runtime.ReadMemStats(&allocs0)
-	b.ResetTimer()
-	start := time.Now()
-	for i := range clients {
+	padding := strings.Repeat("x", 40)
+	var readersDone sync.WaitGroup
+	for i := range conns {
 		readersDone.Go(func() {
 			for got := 0; got < total; {
 				if err := conns[i].SetReadDeadline(time.Now().Add(Timeout)); err != nil {
@@ -125,7 +136,7 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 	for i := range senders {
 		sendersDone.Go(func() {
 			var buf []byte
-			for sent := 0; sent < b.N*perSender; {
+			for sent := 0; sent < perSender; {
 				for int64(sent)-echoes[i].Load() >= window {
 					select {
 					case <-wake[i]:
@@ -135,7 +146,7 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 					}
 				}
 				buf = buf[:0]
-				for n := int64(sent) - echoes[i].Load(); n < window && sent < b.N*perSender; n++ {
+				for n := int64(sent) - echoes[i].Load(); n < window && sent < perSender; n++ {
 					buf = fmt.Appendf(buf, "|%d %d %s\n", i, time.Now().UnixNano(), padding)
 					sent++
 				}
@@ -148,22 +159,31 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 	}
 	sendersDone.Wait()
 	readersDone.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	runtime.ReadMemStats(&allocs1)
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatal(err)
-	}
-	deliveries := float64(total * clients)
-	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
-	b.ReportMetric(float64(elapsed.Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64(allocs1.TotalAlloc-allocs0.TotalAlloc)/deliveries, "B/delivery")
 	all := slices.Concat(latencies...)
 	slices.Sort(all)
-	if len(all) > 0 {
-		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	err, _ := failed.Load().(error)
+	return all, err
+}
+
+// MeasureDeliveries times run, which makes the given number of
+// deliveries, and reports deliveries per second, and nanoseconds and
+// allocated bytes per delivery.
+func MeasureDeliveries(b *testing.B, deliveries int, run func() error) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	start := time.Now()
+	err := run()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		b.Fatal(err)
 	}
+	n := float64(deliveries)
+	b.ReportMetric(n/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/n, "ns/delivery")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/n, "B/delivery")
 }
 
 func readUntil(in *bufio.Reader, want string) error {
