@@ -226,7 +226,9 @@ func TestNewcomerMissesNothingAfterItsArrival(t *testing.T) {
 	heard := <-talked
 	require.NoError(t, heard.err)
 	arrival := slices.Index(heard.lines, name+" has arrived")
-	require.True(t, arrival >= 0 && arrival+1 < len(heard.lines), "the talker heard no arrival, or nothing after it")
+	require.True(t, arrival >= 0 && arrival+1 < len(heard.lines),
+		"the talker heard no arrival, or nothing after it; the newcomer heard %q first, the talker ended with %q",
+		first, heard.lines[max(0, len(heard.lines)-3):])
 	assert.Equal(t, heard.lines[arrival+1], first, "the newcomer missed lines said after its arrival")
 }
 

@@ -14,10 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +53,7 @@ func InProcess(t testing.TB) {
 func Start(t testing.TB, serve func(context.Context, net.Listener) error) string {
 	t.Helper()
 	if addr := ClassroomAddr(); addr != "" {
+		forgetPeers() // a new test: the clients so far belong to earlier ones
 		return addr
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -98,6 +103,7 @@ func TryDial(t testing.TB, addr string) (*Client, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	knowPeer(conn.LocalAddr().String())
 	return &Client{t: t, conn: conn.(*net.TCPConn), in: bufio.NewReader(conn)}, nil
 }
 
@@ -131,19 +137,32 @@ func (c *Client) TrySend(lines ...string) error {
 }
 
 // ReadLine returns the next line without its "\n", waiting at most Timeout.
+// In classroom mode it skips the departures of clients that this test did
+// not create: those of the previous test's clients can reach the shared
+// server's room after this test has started. (Arrivals are never stale,
+// and a step 2 client's address is known only once it has connected.)
 func (c *Client) ReadLine() (string, error) {
-	if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
-		return "", err
-	}
-	line, err := c.in.ReadString('\n')
-	if err != nil {
-		if line != "" {
-			return "", fmt.Errorf("%w after a partial line %q", err, line)
+	for {
+		if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
+			return "", err
 		}
-		return "", err
+		line, err := c.in.ReadString('\n')
+		if err != nil {
+			if line != "" {
+				return "", fmt.Errorf("%w after a partial line %q", err, line)
+			}
+			return "", err
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if m := departure.FindStringSubmatch(line); m != nil && ClassroomAddr() != "" && !KnownPeer(m[1]) {
+			continue
+		}
+		return line, nil
 	}
-	return strings.TrimSuffix(line, "\n"), nil
 }
+
+// departure is a departure line of any TCP step.
+var departure = regexp.MustCompile(`^(\S+) (?:has left|left the chat)$`)
 
 // Line returns the next line, or fails the test saying what it waited for.
 func (c *Client) Line(waitingFor string) string {
@@ -242,13 +261,47 @@ func WaitGoroutines(t testing.TB, want int, what string) {
 	}
 }
 
-var names atomic.Int64
+var (
+	names atomic.Int64
+	// run tells this process's names from those of earlier test runs
+	// against the same server (classroom mode): 3 letters and digits.
+	run = strconv.FormatInt(36*36+rand.Int64N(35*36*36), 36)
+)
 
-// Name returns base with a number after it that no other call in this
-// process returns, so that tests sharing one server (classroom mode) never
-// ask for the same username.
+// Name returns base with a number and this run's mark after it, a name no
+// other call returns, so that tests sharing one server (classroom mode)
+// never ask for the same username. The name is one of the current test's
+// peers.
 func Name(base string) string {
-	return fmt.Sprintf("%s%d", base, names.Add(1))
+	name := fmt.Sprintf("%s%dx%s", base, names.Add(1), run)
+	knowPeer(name)
+	return name
+}
+
+// peers are the addresses and names of the current test's clients.
+var peers = struct {
+	sync.Mutex
+	known map[string]bool
+}{known: map[string]bool{}}
+
+func knowPeer(name string) {
+	peers.Lock()
+	defer peers.Unlock()
+	peers.known[name] = true
+}
+
+func forgetPeers() {
+	peers.Lock()
+	defer peers.Unlock()
+	clear(peers.known)
+}
+
+// KnownPeer reports whether name (or address) is one of the current test's
+// clients, for filtering announcements in classroom mode.
+func KnownPeer(name string) bool {
+	peers.Lock()
+	defer peers.Unlock()
+	return peers.known[name]
 }
 
 // Baseline waits until no goroutine is left from earlier tests (failing the
