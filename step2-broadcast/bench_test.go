@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"gochat-steps/internal/chattest"
 )
@@ -26,6 +27,11 @@ var protocol = chattest.Protocol{
 // Run with: go test -run '^$' -bench . ./step2-broadcast
 func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 	chattest.FanOut(b, protocol, 100, 10, 1000, false)
+}
+
+// 10 senders, a line every 10ms each, to 100 clients: 100,000 deliveries/s.
+func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
+	chattest.Steady(b, protocol, 100, 10, 100, 10*time.Millisecond)
 }
 
 func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {

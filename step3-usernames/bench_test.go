@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"gochat-steps/internal/chattest"
 )
@@ -38,6 +39,11 @@ var protocol = chattest.Protocol{
 // Run with: go test -run '^$' -bench . ./step3-usernames
 func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 	chattest.FanOut(b, protocol, 100, 10, 1000, false)
+}
+
+// 10 senders, a line every 10ms each, to 100 clients: 100,000 deliveries/s.
+func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
+	chattest.Steady(b, protocol, 100, 10, 100, 10*time.Millisecond)
 }
 
 func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {

@@ -59,19 +59,19 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 	for i := range wake {
 		wake[i] = make(chan struct{}, 1)
 	}
-	var failed atomic.Value
+	var failed chattest.FirstError
 	chattest.MeasureDeliveries(b, total*clients, func() error {
 		var readers, writers sync.WaitGroup
 		for i := range clients {
 			readers.Go(func() {
 				for got := 0; got < total; {
 					if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
-						failed.Store(err)
+						failed.Set(err)
 						return
 					}
 					var m message
 					if err := websocket.JSON.Receive(conns[i], &m); err != nil {
-						failed.Store(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
+						failed.Set(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
 						return
 					}
 					if m.Author == "" {
@@ -95,12 +95,12 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 						select {
 						case <-wake[i]:
 						case <-time.After(chattest.Timeout):
-							failed.Store(fmt.Errorf("sender %d: no echo for %v", i, chattest.Timeout))
+							failed.Set(fmt.Errorf("sender %d: no echo for %v", i, chattest.Timeout))
 							return
 						}
 					}
 					if err := websocket.JSON.Send(conns[i], message{Body: padding}); err != nil {
-						failed.Store(err)
+						failed.Set(err)
 						return
 					}
 				}
@@ -108,8 +108,7 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 		}
 		writers.Wait()
 		readers.Wait()
-		err, _ := failed.Load().(error)
-		return err
+		return failed.Err()
 	})
 }
 

@@ -34,6 +34,18 @@ type Protocol struct {
 // client. With naive set, the server's connections write one line per
 // system call: the same server, without batched writes.
 func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive bool) {
+	deliver(b, p, clients, senders, perSender, naive, 0)
+}
+
+// Steady measures latency at a steady rate: senders of the clients each
+// send one line every pace, perSender lines per b.N. With 100 clients, 10
+// senders and a pace of 10ms, that is 100,000 deliveries a second.
+func Steady(b *testing.B, p Protocol, clients, senders, perSender int, pace time.Duration) {
+	deliver(b, p, clients, senders, perSender, false, pace)
+}
+
+// deliver is FanOut and Steady: flooding when pace is 0.
+func deliver(b *testing.B, p Protocol, clients, senders, perSender int, naive bool, pace time.Duration) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -76,7 +88,7 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 
 	var latencies []time.Duration
 	MeasureDeliveries(b, b.N*perSender*senders*clients, func() (err error) {
-		latencies, err = flood(conns, readers, senders, b.N*perSender)
+		latencies, err = flood(conns, readers, senders, b.N*perSender, pace)
 		return err
 	})
 	if len(latencies) > 0 {
@@ -85,10 +97,11 @@ func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive boo
 	}
 }
 
-// flood is FanOut's timed part: a reader per client, counting lines and
-// sampling their latency, and the senders, each sending perSender lines.
-// It returns the latencies, sorted.
-func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([]time.Duration, error) {
+// flood is deliver's timed part: a reader per client, counting lines and
+// sampling their latency, and the senders, each sending perSender lines,
+// as fast as their echoes allow, or one every pace. It returns the
+// latencies, sorted.
+func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int, pace time.Duration) ([]time.Duration, error) {
 	const window = 64
 	total := perSender * senders // lines every client must receive
 	echoes := make([]atomic.Int64, senders)
@@ -97,19 +110,19 @@ func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([
 		wake[i] = make(chan struct{}, 1)
 	}
 	latencies := make([][]time.Duration, len(conns))
-	var failed atomic.Value
+	var failed FirstError
 	padding := strings.Repeat("x", 40)
 	var readersDone sync.WaitGroup
 	for i := range conns {
 		readersDone.Go(func() {
 			for got := 0; got < total; {
 				if err := conns[i].SetReadDeadline(time.Now().Add(Timeout)); err != nil {
-					failed.Store(err)
+					failed.Set(err)
 					return
 				}
 				line, err := readers[i].ReadSlice('\n')
 				if err != nil {
-					failed.Store(fmt.Errorf("client %d after %d of %d lines: %w", i, got, total, err))
+					failed.Set(fmt.Errorf("client %d after %d of %d lines: %w", i, got, total, err))
 					return
 				}
 				_, text, ok := bytes.Cut(line, []byte("|"))
@@ -135,13 +148,17 @@ func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([
 	var sendersDone sync.WaitGroup
 	for i := range senders {
 		sendersDone.Go(func() {
+			if pace > 0 {
+				failed.Set(sendPaced(conns[i], i, perSender, pace, padding))
+				return
+			}
 			var buf []byte
 			for sent := 0; sent < perSender; {
 				for int64(sent)-echoes[i].Load() >= window {
 					select {
 					case <-wake[i]:
 					case <-time.After(Timeout):
-						failed.Store(fmt.Errorf("sender %d: no echo for %v", i, Timeout))
+						failed.Set(fmt.Errorf("sender %d: no echo for %v", i, Timeout))
 						return
 					}
 				}
@@ -151,7 +168,7 @@ func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([
 					sent++
 				}
 				if _, err := conns[i].Write(buf); err != nil {
-					failed.Store(err)
+					failed.Set(err)
 					return
 				}
 			}
@@ -161,8 +178,42 @@ func flood(conns []net.Conn, readers []*bufio.Reader, senders, perSender int) ([
 	readersDone.Wait()
 	all := slices.Concat(latencies...)
 	slices.Sort(all)
-	err, _ := failed.Load().(error)
-	return all, err
+	return all, failed.Err()
+}
+
+// sendPaced sends perSender lines on conn, one every pace.
+func sendPaced(conn net.Conn, sender, perSender int, pace time.Duration, padding string) error {
+	tick := time.NewTicker(pace)
+	defer tick.Stop()
+	for range perSender {
+		<-tick.C
+		if _, err := fmt.Fprintf(conn, "|%d %d %s\n", sender, time.Now().UnixNano(), padding); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FirstError keeps the first error that any of several goroutines reports.
+// (atomic.Value would panic on errors of different types.)
+type FirstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+// Set records err if it is the first error; nil is ignored.
+func (f *FirstError) Set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *FirstError) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // MeasureDeliveries times run, which makes the given number of
