@@ -50,12 +50,24 @@ func tab(t *testing.T, browser context.Context, url, name string) context.Contex
 	t.Cleanup(cancel)
 	ctx, cancelTimeout := context.WithTimeout(ctx, 3*chattest.Timeout)
 	t.Cleanup(cancelTimeout)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(url)))
+	assert.Equal(t, "name form shown, message form hidden", forms(t, ctx))
 	require.NoError(t, chromedp.Do(ctx,
-		chromedp.Navigate(url),
 		chromedp.SendKeys("#name", name+"\n"), // Enter submits the form
 		chromedp.WaitVisible("#text"),
 	))
+	assert.Equal(t, "name form hidden, message form shown", forms(t, ctx))
 	return ctx
+}
+
+// forms says which of the page's two forms a person can see.
+func forms(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[string](`
+		["join", "say"].map(id => getComputedStyle(document.getElementById(id)).display === "none" ? "hidden" : "shown").join(" ")`))
+	require.NoError(t, err)
+	name, message, _ := strings.Cut(shown, " ")
+	return "name form " + name + ", message form " + message
 }
 
 // logText waits until the page's message log contains want, and returns it.
