@@ -34,6 +34,12 @@ func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
 	chattest.Steady(b, protocol, 100, 10, 100, 10*time.Millisecond)
 }
 
+// The same against the program in a child process, to measure the
+// server's own CPU time per delivery.
+func BenchmarkServerCPU(b *testing.B) {
+	chattest.ServerCPU(b, protocol, []string{"-addr", "127.0.0.1:0"}, 100, 10, 1000)
+}
+
 func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {
 	chattest.FanOut(b, protocol, 100, 10, 1000, true)
 }

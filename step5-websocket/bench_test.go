@@ -18,7 +18,6 @@ import (
 
 // Run with: go test -run '^$' -bench . ./step5-websocket
 func BenchmarkFanOut100Clients10Senders(b *testing.B) {
-	const clients, senders, perSender, window = 100, 10, 200, 64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -27,7 +26,21 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, ln, defaults) }()
 	defer func() { cancel(); <-done }()
-	addr := ln.Addr().String()
+	fanOut(b, ln.Addr().String(), nil)
+}
+
+// The same against the program in a child process, to measure the
+// server's own CPU time per delivery.
+func BenchmarkServerCPU(b *testing.B) {
+	server := chattest.StartProcess(b, "-addr", "127.0.0.1:0")
+	fanOut(b, server.Addr, server.CPU)
+}
+
+// fanOut has 100 clients join the server at addr, and 10 of them send
+// as fast as their own echoes come back (at most 64 unanswered each).
+// With serverCPU, it also reports the server's CPU time per delivery.
+func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
+	const clients, senders, perSender, window = 100, 10, 200, 64
 
 	conns := make([]*websocket.Conn, clients)
 	for i := range conns {
@@ -60,7 +73,12 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 		wake[i] = make(chan struct{}, 1)
 	}
 	var failed chattest.FirstError
+	var cpu time.Duration
 	chattest.MeasureDeliveries(b, total*clients, func() error {
+		if serverCPU != nil {
+			cpu -= serverCPU()
+			defer func() { cpu += serverCPU() }()
+		}
 		var readers, writers sync.WaitGroup
 		for i := range clients {
 			readers.Go(func() {
@@ -110,6 +128,9 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 		readers.Wait()
 		return failed.Err()
 	})
+	if serverCPU != nil {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(total*clients), "server-CPU-ns/delivery")
+	}
 }
 
 func BenchmarkIdleMemory(b *testing.B) {

@@ -34,18 +34,26 @@ type Protocol struct {
 // client. With naive set, the server's connections write one line per
 // system call: the same server, without batched writes.
 func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive bool) {
-	deliver(b, p, clients, senders, perSender, naive, 0)
+	deliver(b, p, serveInProcess(b, p, naive), clients, senders, perSender, 0, nil)
+}
+
+// ServerCPU is FanOut against the step's program in a child process, run
+// with args, and also reports the CPU time the server spent per delivery.
+func ServerCPU(b *testing.B, p Protocol, args []string, clients, senders, perSender int) {
+	server := StartProcess(b, args...)
+	deliver(b, p, server.Addr, clients, senders, perSender, 0, server.CPU)
 }
 
 // Steady measures latency at a steady rate: senders of the clients each
 // send one line every pace, perSender lines per b.N. With 100 clients, 10
 // senders and a pace of 10ms, that is 100,000 deliveries a second.
 func Steady(b *testing.B, p Protocol, clients, senders, perSender int, pace time.Duration) {
-	deliver(b, p, clients, senders, perSender, false, pace)
+	deliver(b, p, serveInProcess(b, p, false), clients, senders, perSender, pace, nil)
 }
 
-// deliver is FanOut and Steady: flooding when pace is 0.
-func deliver(b *testing.B, p Protocol, clients, senders, perSender int, naive bool, pace time.Duration) {
+// serveInProcess runs p.Serve until the benchmark ends, and returns its
+// address. With naive set, its connections write one line per system call.
+func serveInProcess(b *testing.B, p Protocol, naive bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -57,13 +65,19 @@ func deliver(b *testing.B, p Protocol, clients, senders, perSender int, naive bo
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, serving) }()
-	defer func() { cancel(); <-done }()
+	b.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
 
+// deliver is FanOut, Steady and ServerCPU, against the server at addr:
+// flooding when pace is 0, and reporting the server's CPU time per
+// delivery when serverCPU is not nil.
+func deliver(b *testing.B, p Protocol, addr string, clients, senders, perSender int, pace time.Duration, serverCPU func() time.Duration) {
 	conns := make([]net.Conn, clients)
 	names := make([]string, clients)
 	readers := make([]*bufio.Reader, clients)
 	for i := range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,10 +101,19 @@ func deliver(b *testing.B, p Protocol, clients, senders, perSender int, naive bo
 	}
 
 	var latencies []time.Duration
-	MeasureDeliveries(b, b.N*perSender*senders*clients, func() (err error) {
+	var cpu time.Duration
+	deliveries := b.N * perSender * senders * clients
+	MeasureDeliveries(b, deliveries, func() (err error) {
+		if serverCPU != nil {
+			cpu -= serverCPU()
+			defer func() { cpu += serverCPU() }()
+		}
 		latencies, err = flood(conns, readers, senders, b.N*perSender, pace)
 		return err
 	})
+	if serverCPU != nil {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(deliveries), "server-CPU-ns/delivery")
+	}
 	if len(latencies) > 0 {
 		b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds()), "p99-µs")
@@ -314,6 +337,29 @@ func TCPJoin(f func(conn net.Conn, in *bufio.Reader, i int) error) func(addr str
 		}
 		return c, f(c, bufio.NewReaderSize(c, 256), i)
 	}
+}
+
+// CPU is the CPU time (user and system) the process has used, from /proc
+// (Linux), to the kernel's clock tick (usually 10ms).
+func (p *Process) CPU() time.Duration {
+	p.t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	// The fields after the command's name, which is in parentheses (and
+	// may hold some): state is field 3, utime 14 and stime 15.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		ticks += n
+	}
+	const ticksPerSecond = 100 // USER_HZ, 100 on Linux
+	return time.Duration(ticks) * time.Second / ticksPerSecond
 }
 
 // RSS is the process's resident memory in bytes, from /proc (Linux).
