@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -220,27 +222,29 @@ func sanitize(s string) string {
 // fails; handleConn's Scan then ends too.
 func (c *client) writer() {
 	defer c.conn.Close()
-	var spare []byte
 	for {
-		batch, ok := c.out.take(spare)
+		batch, ok := c.out.take()
 		if !ok {
 			return
 		}
 		if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 			return // the connection is already closed
 		}
-		if _, err := c.conn.Write(batch); err != nil {
+		_, err := c.conn.Write(batch.Bytes())
+		batch.Reset()
+		buffers.Put(batch)
+		if err != nil {
 			log.Print(err) // it names both ends of the connection
 			return
 		}
-		// Hand the buffer back to be filled again, unless a burst made it
-		// big: an idle client should not keep a burst's memory.
-		spare = batch
-		if cap(spare) > 64<<10 {
-			spare = nil
-		}
 	}
 }
+
+// buffers lends outboxes the buffers they queue output in. An outbox has
+// one only while it has output waiting, and its writer gives it back once
+// written: a busy client allocates nothing, and an idle one keeps no
+// memory. The pool holds only empty buffers, so servers can share it.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // outbox is a client's queue of output. The broadcaster puts text in and
 // never waits; the client's writer takes all of it at once. Counting the
@@ -248,7 +252,7 @@ func (c *client) writer() {
 // client is still found out: see maxPending.
 type outbox struct {
 	mu      sync.Mutex
-	pending []byte        // output the writer has not taken yet
+	pending *bytes.Buffer // output the writer has not taken yet; nil if none
 	closed  bool          // no more output: the writer ends once pending is empty
 	ready   chan struct{} // a token while pending is not empty; closed by close
 }
@@ -262,15 +266,16 @@ func (o *outbox) put(text string) bool {
 	switch {
 	case o.closed:
 		return true
-	case len(o.pending)+len(text) > maxPending:
-		return false
-	case len(o.pending) == 0:
+	case o.pending == nil:
+		o.pending = buffers.Get().(*bytes.Buffer)
 		select {
 		case o.ready <- struct{}{}: // wake the writer
 		default: // a token is there already
 		}
+	case o.pending.Len()+len(text) > maxPending:
+		return false
 	}
-	o.pending = append(o.pending, text...)
+	o.pending.WriteString(text)
 	return true
 }
 
@@ -284,16 +289,20 @@ func (o *outbox) close() {
 	}
 }
 
-// take waits for output and returns all of it. The caller hands in its
-// previous batch, to be filled next: two buffers take turns, and a busy
-// client allocates nothing. take reports false once the outbox is closed
+// take waits for output and returns all of it, in a buffer to be given
+// back to buffers once written. It reports false once the outbox is closed
 // and empty. A token is sent only when the queue stops being empty, and
 // take empties it after every token, so a token always finds work.
-func (o *outbox) take(spare []byte) ([]byte, bool) {
+func (o *outbox) take() (*bytes.Buffer, bool) {
 	<-o.ready
+	// Let every goroutine that is ready to run go first. The broadcaster
+	// may have more for this client; what it queues now goes out in this
+	// batch, not in a write of its own. Under load this makes batches many
+	// lines long. When the server is quiet there is nobody to let go first.
+	runtime.Gosched()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch := o.pending
-	o.pending = spare[:0]
-	return batch, len(batch) > 0 || !o.closed
+	o.pending = nil
+	return batch, batch != nil
 }

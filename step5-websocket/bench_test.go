@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,21 +38,44 @@ func BenchmarkServerCPU(b *testing.B) {
 	fanOut(b, server.Addr, server.CPU)
 }
 
+// 10 senders, a message every 10ms each, to 100 clients: 100,000
+// deliveries/s.
+func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, defaults) }()
+	defer func() { cancel(); <-done }()
+	deliver(b, ln.Addr().String(), 100, 10*time.Millisecond, nil)
+}
+
 // fanOut has 100 clients join the server at addr, and 10 of them send
 // as fast as their own echoes come back (at most 64 unanswered each).
 // With serverCPU, it also reports the server's CPU time per delivery.
 func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
-	const clients, senders, perSender, window = 100, 10, 200, 64
+	deliver(b, addr, 200, 0, serverCPU)
+}
+
+// deliver is fanOut, flooding, when pace is 0; otherwise each sender
+// sends a message every pace. Each sender sends perSender messages per
+// b.N, and every client must receive every message. It reports the
+// latency from send to receive, p50 and p99.
+func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serverCPU func() time.Duration) {
+	const clients, senders, window = 100, 10, 64
 
 	conns := make([]*websocket.Conn, clients)
+	names := make([]string, clients)
 	for i := range conns {
 		ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer ws.Close()
-		conns[i] = ws
-		if err := websocket.JSON.Send(ws, message{Body: fmt.Sprint("u", i)}); err != nil {
+		conns[i], names[i] = ws, fmt.Sprint("u", i)
+		if err := websocket.JSON.Send(ws, message{Body: names[i]}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -60,18 +85,19 @@ func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
 		if err := websocket.JSON.Receive(conns[0], &m); err != nil {
 			b.Fatal(err)
 		}
-		if m.Event == "arrived" && m.Body == fmt.Sprint("u", clients-1) {
+		if m.Event == "arrived" && m.Body == names[clients-1] {
 			break
 		}
 	}
 
 	total := b.N * perSender * senders // messages every client must receive
-	padding := strings.Repeat("x", 40)
+	padding := strings.Repeat("x", 20)
 	echoes := make([]atomic.Int64, senders)
 	wake := make([]chan struct{}, senders) // a sender waits here for its echoes
 	for i := range wake {
 		wake[i] = make(chan struct{}, 1)
 	}
+	latencies := make([][]time.Duration, clients)
 	var failed chattest.FirstError
 	var cpu time.Duration
 	chattest.MeasureDeliveries(b, total*clients, func() error {
@@ -82,21 +108,30 @@ func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
 		var readers, writers sync.WaitGroup
 		for i := range clients {
 			readers.Go(func() {
+				// The clients read frames without decoding their JSON: they
+				// stand in for browsers, which decode JSON natively, and
+				// should cost as little as they can next to the server.
+				var f []byte
 				for got := 0; got < total; {
 					if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
 						failed.Set(err)
 						return
 					}
-					var m message
-					if err := websocket.JSON.Receive(conns[i], &m); err != nil {
+					if err := websocket.Message.Receive(conns[i], &f); err != nil {
 						failed.Set(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
 						return
 					}
-					if m.Author == "" {
+					author, body, ok := chatMessage(f)
+					if !ok {
 						continue // an arrival or the like
 					}
 					got++
-					if i < senders && m.Author == fmt.Sprint("u", i) {
+					if got%16 == 0 { // sample the latency
+						sent, _, _ := strings.Cut(body, " ")
+						nanos, _ := strconv.ParseInt(sent, 10, 64)
+						latencies[i] = append(latencies[i], time.Since(time.Unix(0, nanos)))
+					}
+					if i < senders && author == names[i] {
 						echoes[i].Add(1)
 						select {
 						case wake[i] <- struct{}{}:
@@ -108,7 +143,16 @@ func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
 		}
 		for i := range senders {
 			writers.Go(func() {
+				var tick <-chan time.Time
+				if pace > 0 {
+					t := time.NewTicker(pace)
+					defer t.Stop()
+					tick = t.C
+				}
 				for sent := 0; sent < b.N*perSender; sent++ {
+					if tick != nil {
+						<-tick
+					}
 					for int64(sent)-echoes[i].Load() >= window {
 						select {
 						case <-wake[i]:
@@ -117,7 +161,8 @@ func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
 							return
 						}
 					}
-					if err := websocket.JSON.Send(conns[i], message{Body: padding}); err != nil {
+					body := fmt.Sprint(time.Now().UnixNano(), " ", padding)
+					if err := websocket.JSON.Send(conns[i], message{Body: body}); err != nil {
 						failed.Set(err)
 						return
 					}
@@ -131,6 +176,23 @@ func fanOut(b *testing.B, addr string, serverCPU func() time.Duration) {
 	if serverCPU != nil {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(total*clients), "server-CPU-ns/delivery")
 	}
+	all := slices.Concat(latencies...)
+	slices.Sort(all)
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+}
+
+// chatMessage picks the author and body out of a chat message's frame, as
+// the server writes it: {"author":"…","body":"…"}. Notices (arrivals and
+// the like) have no author, and are not chat messages.
+func chatMessage(f []byte) (author, body string, ok bool) {
+	rest, ok := strings.CutPrefix(string(f), `{"author":"`)
+	if !ok {
+		return "", "", false
+	}
+	author, rest, _ = strings.Cut(rest, `","body":"`)
+	body, _, _ = strings.Cut(rest, `"`)
+	return author, body, author != ""
 }
 
 func BenchmarkIdleMemory(b *testing.B) {

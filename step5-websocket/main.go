@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,9 +130,16 @@ func serve(ctx context.Context, ln net.Listener, opts options) error {
 		defer conns.Done()
 		chat.ServeHTTP(w, req)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Hand each request its connection, for writeFrames.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(batchListener{ln}) }()
 	select {
 	case err := <-served:
 		return err // the listener failed
@@ -218,8 +226,9 @@ type exit struct {
 type client struct {
 	name     string // what the others call it
 	conn     net.Conn
-	out      *outbox   // lines waiting for the writer
-	admitted chan bool // the broadcaster's answer to entering: is the name free?
+	tcp      *batchConn // the connection under conn
+	out      *outbox    // lines waiting for the writer
+	admitted chan bool  // the broadcaster's answer to entering: is the name free?
 }
 
 // broadcaster is the only goroutine that touches the set of clients, so the
@@ -301,6 +310,7 @@ func broadcast(clients map[string]*client, frame string) {
 // name, hands every line the client sends to the broadcaster, and leaves.
 func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 	cli := &client{conn: ws, out: &outbox{ready: make(chan struct{}, 1)}, admitted: make(chan bool)}
+	cli.tcp = ws.Request().Context().Value(connKey{}).(*batchConn)
 	var writing sync.WaitGroup
 	writing.Go(cli.writer)
 	defer writing.Wait() // the writer closes conn when it is done
@@ -445,30 +455,43 @@ func sanitize(s string) string {
 // fails; handleConn's Scan then ends too.
 func (c *client) writer() {
 	defer c.conn.Close()
-	var spare []byte
 	for {
-		batch, ok := c.out.take(spare)
+		batch, ok := c.out.take()
 		if !ok {
 			return
 		}
 		if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 			return // the connection is already closed
 		}
-		// x/net/websocket sends one frame per Write, with a flush each.
-		for f := range bytes.Lines(batch) {
-			if _, err := c.conn.Write(bytes.TrimSuffix(f, []byte("\n"))); err != nil {
-				log.Print(err)
-				return
-			}
-		}
-		// Hand the buffer back to be filled again, unless a burst made it
-		// big: an idle client should not keep a burst's memory.
-		spare = batch
-		if cap(spare) > 64<<10 {
-			spare = nil
+		err := c.writeFrames(batch.Bytes())
+		batch.Reset()
+		buffers.Put(batch)
+		if err != nil {
+			log.Print(err)
+			return
 		}
 	}
 }
+
+// writeFrames sends each line of batch as a frame of its own, and all of
+// them in one system call: x/net/websocket flushes every frame it writes,
+// so the connection underneath holds them back until the last one.
+func (c *client) writeFrames(batch []byte) error {
+	c.tcp.hold()
+	var err error
+	for f := range bytes.Lines(batch) {
+		if _, err = c.conn.Write(bytes.TrimSuffix(f, []byte("\n"))); err != nil {
+			break
+		}
+	}
+	return errors.Join(err, c.tcp.flush())
+}
+
+// buffers lends outboxes the buffers they queue output in. An outbox has
+// one only while it has output waiting, and its writer gives it back once
+// written: a busy client allocates nothing, and an idle one keeps no
+// memory. The pool holds only empty buffers, so servers can share it.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // outbox is a client's queue of output. The broadcaster puts text in and
 // never waits; the client's writer takes all of it at once. Counting the
@@ -476,7 +499,7 @@ func (c *client) writer() {
 // client is still found out: see maxPending.
 type outbox struct {
 	mu      sync.Mutex
-	pending []byte        // output the writer has not taken yet
+	pending *bytes.Buffer // output the writer has not taken yet; nil if none
 	closed  bool          // no more output: the writer ends once pending is empty
 	ready   chan struct{} // a token while pending is not empty; closed by close
 }
@@ -490,15 +513,16 @@ func (o *outbox) put(text string) bool {
 	switch {
 	case o.closed:
 		return true
-	case len(o.pending)+len(text) > maxPending:
-		return false
-	case len(o.pending) == 0:
+	case o.pending == nil:
+		o.pending = buffers.Get().(*bytes.Buffer)
 		select {
 		case o.ready <- struct{}{}: // wake the writer
 		default: // a token is there already
 		}
+	case o.pending.Len()+len(text) > maxPending:
+		return false
 	}
-	o.pending = append(o.pending, text...)
+	o.pending.WriteString(text)
 	return true
 }
 
@@ -512,16 +536,70 @@ func (o *outbox) close() {
 	}
 }
 
-// take waits for output and returns all of it. The caller hands in its
-// previous batch, to be filled next: two buffers take turns, and a busy
-// client allocates nothing. take reports false once the outbox is closed
+// take waits for output and returns all of it, in a buffer to be given
+// back to buffers once written. It reports false once the outbox is closed
 // and empty. A token is sent only when the queue stops being empty, and
 // take empties it after every token, so a token always finds work.
-func (o *outbox) take(spare []byte) ([]byte, bool) {
+func (o *outbox) take() (*bytes.Buffer, bool) {
 	<-o.ready
+	// Let every goroutine that is ready to run go first. The broadcaster
+	// may have more for this client; what it queues now goes out in this
+	// batch, not in a write of its own. Under load this makes batches many
+	// lines long. When the server is quiet there is nobody to let go first.
+	runtime.Gosched()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch := o.pending
-	o.pending = spare[:0]
-	return batch, len(batch) > 0 || !o.closed
+	o.pending = nil
+	return batch, batch != nil
+}
+
+// batchListener's connections are batchConns.
+type batchListener struct{ net.Listener }
+
+func (l batchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &batchConn{Conn: c}, nil
+}
+
+// connKey is the request context's key for the request's connection.
+type connKey struct{}
+
+// batchConn is a connection whose writes can be held back and then sent
+// together, with one system call.
+type batchConn struct {
+	net.Conn
+	mu   sync.Mutex
+	held *bytes.Buffer // writes held back; nil when not holding
+}
+
+// Write holds p back between hold and flush, and writes it otherwise.
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held != nil {
+		return c.held.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+// hold holds back every write from now until flush.
+func (c *batchConn) hold() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = buffers.Get().(*bytes.Buffer)
+}
+
+// flush writes everything held back, at once, and stops holding.
+func (c *batchConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, err := c.Conn.Write(c.held.Bytes())
+	c.held.Reset()
+	buffers.Put(c.held)
+	c.held = nil
+	return err
 }
