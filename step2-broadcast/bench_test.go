@@ -44,15 +44,22 @@ func BenchmarkFanOutNaiveOneWritePerLine(b *testing.B) {
 	chattest.FanOut(b, protocol, 100, 10, 1000, true)
 }
 
-func BenchmarkIdleMemory(b *testing.B) {
-	chattest.IdleMemory(b, idleClients, []string{"-addr", "127.0.0.1:0"}, chattest.TCPJoin(func(conn net.Conn, in *bufio.Reader, _ int) error {
-		line, err := in.ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "You are ") {
-			return fmt.Errorf("expected a greeting, got %q (%v)", line, err)
-		}
-		return nil
-	}))
+// 5,000 clients joining at the same moment: the target is all of them in
+// within 5 s. The memory it reports is inflated by the burst.
+func BenchmarkJoin5000AtOnce(b *testing.B) {
+	chattest.IdleMemory(b, 5000, 5000, []string{"-addr", "127.0.0.1:0"}, tcpJoin)
 }
 
-// idleClients join at once: the target is all of them in within 5 s.
-const idleClients = 5000
+// 5,000 clients arriving 100 at a time, then idle: memory per idle client.
+func BenchmarkIdleMemory(b *testing.B) {
+	chattest.IdleMemory(b, 5000, 100, []string{"-addr", "127.0.0.1:0"}, tcpJoin)
+}
+
+// tcpJoin connects as client i, and returns once it is in the room.
+var tcpJoin = chattest.TCPJoin(func(conn net.Conn, in *bufio.Reader, _ int) error {
+	line, err := in.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "You are ") {
+		return fmt.Errorf("expected a greeting, got %q (%v)", line, err)
+	}
+	return nil
+})

@@ -355,8 +355,8 @@ func (c *client) writer() {
 
 // buffers lends outboxes the buffers they queue output in. An outbox has
 // one only while it has output waiting, and its writer gives it back once
-// written: a busy client allocates nothing, and an idle one keeps no
-// memory. The pool holds only empty buffers, so servers can share it.
+// written: a busy client allocates nothing, and an idle one holds no
+// buffer. The pool holds only empty buffers, so servers can share it.
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // outbox is a client's queue of output. The broadcaster puts text in and

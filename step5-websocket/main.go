@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -133,13 +134,13 @@ func serve(ctx context.Context, ln net.Listener, opts options) error {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		// Hand each request its connection, for writeFrames.
+		// Hand each request its connection: see frameConn.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(batchListener{ln}) }()
+	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
 		return err // the listener failed
@@ -201,14 +202,28 @@ type message struct {
 	Event  string `json:"event,omitempty"`
 }
 
-// frame encodes m for a client's outbox: one JSON object per line. JSON
-// strings never hold a raw newline, so lines keep frames apart.
+// frame encodes m as a WebSocket text frame, ready to be written to a
+// connection as it is: a message is encoded once, however many clients
+// it goes to, and a client's writer sends all its waiting frames with one
+// write (see frameConn).
 func frame(m message) string {
-	b, err := json.Marshal(m)
+	payload, err := json.Marshal(m)
 	if err != nil {
 		panic(err) // a struct of strings always encodes
 	}
-	return string(b) + "\n"
+	// RFC 6455, section 5.2: FIN and the opcode for text, then the length
+	// of the payload, in 7 bits, or in 16 or 64 after a marker. A server's
+	// frames are not masked.
+	f := []byte{0x81}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, byte(n))
+	case n < 1<<16:
+		f = binary.BigEndian.AppendUint16(append(f, 126), uint16(n))
+	default:
+		f = binary.BigEndian.AppendUint64(append(f, 127), uint64(n))
+	}
+	return string(append(f, payload...))
 }
 
 // notice is a frame from the server itself.
@@ -226,9 +241,8 @@ type exit struct {
 type client struct {
 	name     string // what the others call it
 	conn     net.Conn
-	tcp      *batchConn // the connection under conn
-	out      *outbox    // lines waiting for the writer
-	admitted chan bool  // the broadcaster's answer to entering: is the name free?
+	out      *outbox   // lines waiting for the writer
+	admitted chan bool // the broadcaster's answer to entering: is the name free?
 }
 
 // broadcaster is the only goroutine that touches the set of clients, so the
@@ -309,8 +323,8 @@ func broadcast(clients map[string]*client, frame string) {
 // handleConn runs one client: it starts the client's writer, asks for a
 // name, hands every line the client sends to the broadcaster, and leaves.
 func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
-	cli := &client{conn: ws, out: &outbox{ready: make(chan struct{}, 1)}, admitted: make(chan bool)}
-	cli.tcp = ws.Request().Context().Value(connKey{}).(*batchConn)
+	tcp := ws.Request().Context().Value(connKey{}).(net.Conn)
+	cli := &client{conn: frameConn{ws, tcp}, out: &outbox{ready: make(chan struct{}, 1)}, admitted: make(chan bool)}
 	var writing sync.WaitGroup
 	writing.Go(cli.writer)
 	defer writing.Wait() // the writer closes conn when it is done
@@ -449,8 +463,8 @@ func sanitize(s string) string {
 }
 
 // writer is the only goroutine that writes to the client's connection. It
-// takes everything waiting in the outbox at once, so the broadcaster never
-// waits for it, and writes it frame by frame. It
+// takes everything waiting in the outbox and writes it with one call, so
+// under load one system call carries many frames instead of one each. It
 // closes the connection once the outbox is closed and empty, or a write
 // fails; handleConn's Scan then ends too.
 func (c *client) writer() {
@@ -463,34 +477,20 @@ func (c *client) writer() {
 		if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
 			return // the connection is already closed
 		}
-		err := c.writeFrames(batch.Bytes())
+		_, err := c.conn.Write(batch.Bytes())
 		batch.Reset()
 		buffers.Put(batch)
 		if err != nil {
-			log.Print(err)
+			log.Print(err) // it names both ends of the connection
 			return
 		}
 	}
 }
 
-// writeFrames sends each line of batch as a frame of its own, and all of
-// them in one system call: x/net/websocket flushes every frame it writes,
-// so the connection underneath holds them back until the last one.
-func (c *client) writeFrames(batch []byte) error {
-	c.tcp.hold()
-	var err error
-	for f := range bytes.Lines(batch) {
-		if _, err = c.conn.Write(bytes.TrimSuffix(f, []byte("\n"))); err != nil {
-			break
-		}
-	}
-	return errors.Join(err, c.tcp.flush())
-}
-
 // buffers lends outboxes the buffers they queue output in. An outbox has
 // one only while it has output waiting, and its writer gives it back once
-// written: a busy client allocates nothing, and an idle one keeps no
-// memory. The pool holds only empty buffers, so servers can share it.
+// written: a busy client allocates nothing, and an idle one holds no
+// buffer. The pool holds only empty buffers, so servers can share it.
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // outbox is a client's queue of output. The broadcaster puts text in and
@@ -554,52 +554,19 @@ func (o *outbox) take() (*bytes.Buffer, bool) {
 	return batch, batch != nil
 }
 
-// batchListener's connections are batchConns.
-type batchListener struct{ net.Listener }
-
-func (l batchListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &batchConn{Conn: c}, nil
-}
-
 // connKey is the request context's key for the request's connection.
 type connKey struct{}
 
-// batchConn is a connection whose writes can be held back and then sent
-// together, with one system call.
-type batchConn struct {
-	net.Conn
-	mu   sync.Mutex
-	held *bytes.Buffer // writes held back; nil when not holding
+// frameConn is a client's WebSocket as its writer sees it. Write sends the
+// frames the broadcaster encoded straight to the connection underneath,
+// so that one system call carries them all: x/net/websocket's own Write
+// makes a frame of every call, and flushes each. Everything else, the
+// deadlines and Close (which sends a close frame), is the WebSocket's.
+// x/net/websocket still writes frames of its own (a pong, the close
+// frame), each with one Write; a net.Conn never mixes two Writes.
+type frameConn struct {
+	*websocket.Conn
+	tcp net.Conn
 }
 
-// Write holds p back between hold and flush, and writes it otherwise.
-func (c *batchConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.held != nil {
-		return c.held.Write(p)
-	}
-	return c.Conn.Write(p)
-}
-
-// hold holds back every write from now until flush.
-func (c *batchConn) hold() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.held = buffers.Get().(*bytes.Buffer)
-}
-
-// flush writes everything held back, at once, and stops holding.
-func (c *batchConn) flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, err := c.Conn.Write(c.held.Bytes())
-	c.held.Reset()
-	buffers.Put(c.held)
-	c.held = nil
-	return err
-}
+func (c frameConn) Write(frames []byte) (int, error) { return c.tcp.Write(frames) }

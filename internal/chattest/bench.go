@@ -295,10 +295,13 @@ func (c naiveConn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// IdleMemory runs the step's program, has n clients join it at once with
-// join(addr, i), and reports the program's resident memory per idle
-// client, and how long the n joins took.
-func IdleMemory(b *testing.B, n int, args []string, join func(addr string, i int) (io.Closer, error)) {
+// IdleMemory runs the step's program, has n clients join it with
+// join(addr, i), wave clients at a time, and reports the program's
+// resident memory per idle client, and how long the n joins took. With
+// wave equal to n they all join at once; in smaller waves they arrive as
+// they would over the course of a day, and no burst of arrivals inflates
+// the memory (Go keeps the heap a burst made it grow to).
+func IdleMemory(b *testing.B, n, wave int, args []string, join func(addr string, i int) (io.Closer, error)) {
 	p := StartProcess(b, args...)
 	before := p.RSS()
 	conns := make([]io.Closer, n)
@@ -311,10 +314,13 @@ func IdleMemory(b *testing.B, n int, args []string, join func(addr string, i int
 	}()
 	b.ResetTimer()
 	start := time.Now()
-	err := Concurrently(n, func(i int) (err error) {
-		conns[i], err = join(p.Addr, i)
-		return err
-	})
+	var err error
+	for first := 0; first < n && err == nil; first += wave {
+		err = Concurrently(min(wave, n-first), func(i int) (err error) {
+			conns[first+i], err = join(p.Addr, first+i)
+			return err
+		})
+	}
 	joined := time.Since(start)
 	b.StopTimer()
 	if err != nil {
