@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -20,15 +22,13 @@ import (
 
 // Run with: go test -run '^$' -bench . ./step5-websocket
 func BenchmarkFanOut100Clients10Senders(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, defaults) }()
-	defer func() { cancel(); <-done }()
-	fanOut(b, ln.Addr().String(), nil)
+	fanOut(b, serveInProcess(b, false), nil)
+}
+
+// The same server, with connections that write one frame per system call:
+// what a server gets that writes through x/net/websocket's own Write.
+func BenchmarkFanOutNaiveOneWritePerFrame(b *testing.B) {
+	fanOut(b, serveInProcess(b, true), nil)
 }
 
 // The same against the program in a child process, to measure the
@@ -41,15 +41,64 @@ func BenchmarkServerCPU(b *testing.B) {
 // 10 senders, a message every 10ms each, to 100 clients: 100,000
 // deliveries/s.
 func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
+	deliver(b, serveInProcess(b, false), 100, 10*time.Millisecond, nil)
+}
+
+// serveInProcess runs the server until the benchmark ends, and returns
+// its address. With naive set, its connections write one frame per
+// system call.
+func serveInProcess(b *testing.B, naive bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	var serving net.Listener = ln
+	if naive {
+		serving = naiveListener{ln}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, defaults) }()
-	defer func() { cancel(); <-done }()
-	deliver(b, ln.Addr().String(), 100, 10*time.Millisecond, nil)
+	go func() { done <- serve(ctx, serving, defaults) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// naiveListener's connections write each WebSocket frame with a system
+// call of its own.
+type naiveListener struct{ net.Listener }
+
+func (l naiveListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return naiveConn{c}, nil
+}
+
+type naiveConn struct{ net.Conn }
+
+func (c naiveConn) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("HTTP/")) {
+		return c.Conn.Write(p) // the handshake's response, not frames
+	}
+	n := 0
+	for len(p) > 0 {
+		// A server's frame: two bytes, the length's extension, the payload.
+		size := 2 + int(p[1])
+		switch p[1] {
+		case 126:
+			size = 4 + int(binary.BigEndian.Uint16(p[2:]))
+		case 127:
+			size = 10 + int(binary.BigEndian.Uint64(p[2:]))
+		}
+		m, err := c.Conn.Write(p[:size])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[size:]
+	}
+	return n, nil
 }
 
 // fanOut has 100 clients join the server at addr, and 10 of them send
