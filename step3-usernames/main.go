@@ -292,7 +292,11 @@ func (c *client) writer() {
 		batch.Reset()
 		buffers.Put(batch)
 		if err != nil {
-			log.Print(err) // it names both ends of the connection
+			// A client that hung up is no news: its reader finds out too,
+			// and the room is told. Anything else is worth a line.
+			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+				log.Print(err) // it names both ends of the connection
+			}
 			return
 		}
 	}
