@@ -292,9 +292,9 @@ func (c *client) writer() {
 		batch.Reset()
 		buffers.Put(batch)
 		if err != nil {
-			// A client that hung up is no news: its reader finds out too,
-			// and the room is told. Anything else is worth a line.
-			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			// A client that hung up, or a connection closed under us as
+			// the server stops, is no news. Anything else is worth a line.
+			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, net.ErrClosed) {
 				log.Print(err) // it names both ends of the connection
 			}
 			return

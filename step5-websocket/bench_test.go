@@ -261,7 +261,12 @@ func BenchmarkIdleMemory(b *testing.B) {
 
 // wsJoin joins the server at addr as client i, and waits for its welcome.
 func wsJoin(addr string, i int) (io.Closer, error) {
-	ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+	cfg, err := websocket.NewConfig("ws://"+addr+"/ws", "http://"+addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dialer = chattest.BigBuffers
+	ws, err := websocket.DialConfig(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -300,10 +301,13 @@ func (c naiveConn) Write(p []byte) (int, error) {
 // resident memory per idle client, and how long the n joins took. With
 // wave equal to n they all join at once; in smaller waves they arrive as
 // they would over the course of a day, and no burst of arrivals inflates
-// the memory (Go keeps the heap a burst made it grow to).
+// the memory (Go keeps the heap a burst made it grow to). The clients read
+// nothing after joining, so that the server, not they, has the two cores;
+// they dial with BigBuffers, so what the server sends them fits in their
+// sockets, as if they read it on machines of their own.
 func IdleMemory(b *testing.B, n, wave int, args []string, join func(addr string, i int) (io.Closer, error)) {
 	p := StartProcess(b, args...)
-	before := p.RSS()
+	before, cpuBefore := p.RSS(), p.CPU()
 	conns := make([]io.Closer, n)
 	defer func() {
 		for _, c := range conns {
@@ -321,7 +325,7 @@ func IdleMemory(b *testing.B, n, wave int, args []string, join func(addr string,
 			return err
 		})
 	}
-	joined := time.Since(start)
+	joined, cpu := time.Since(start), p.CPU()-cpuBefore
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -329,12 +333,28 @@ func IdleMemory(b *testing.B, n, wave int, args []string, join func(addr string,
 	time.Sleep(200 * time.Millisecond) // a measurement pause, not synchronisation: let RSS settle
 	b.ReportMetric(float64(p.RSS()-before)/float64(n), "RSS-B/client")
 	b.ReportMetric(joined.Seconds(), "s-to-join-all")
+	b.ReportMetric(cpu.Seconds(), "server-CPU-s")
 }
 
-// TCPJoin dials addr and joins with f, within 3*Timeout.
+// BigBuffers is a dialer whose connections can hold 1 MiB that they have
+// not read yet (the kernel's net.core.rmem_max allowing).
+var BigBuffers = &net.Dialer{
+	Timeout: Timeout,
+	Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1<<20)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	},
+}
+
+// TCPJoin dials addr with BigBuffers and joins with f, within 3*Timeout.
 func TCPJoin(f func(conn net.Conn, in *bufio.Reader, i int) error) func(addr string, i int) (io.Closer, error) {
 	return func(addr string, i int) (io.Closer, error) {
-		c, err := net.DialTimeout("tcp", addr, Timeout)
+		c, err := BigBuffers.Dial("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
