@@ -118,7 +118,7 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 	conns := make([]*websocket.Conn, clients)
 	names := make([]string, clients)
 	for i := range conns {
-		ws, err := websocket.Dial("ws://"+addr+"/ws", "", "http://"+addr)
+		ws, err := dialWS(addr, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,6 +129,9 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 		}
 	}
 	// Everyone is in once the last one's arrival has reached the first.
+	if err := conns[0].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+		b.Fatal(err)
+	}
 	for {
 		var m message
 		if err := websocket.JSON.Receive(conns[0], &m); err != nil {
@@ -261,14 +264,12 @@ func BenchmarkIdleMemory(b *testing.B) {
 
 // wsJoin joins the server at addr as client i, and waits for its welcome.
 func wsJoin(addr string, i int) (io.Closer, error) {
-	cfg, err := websocket.NewConfig("ws://"+addr+"/ws", "http://"+addr)
+	ws, err := dialWS(addr, chattest.BigBuffers)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Dialer = chattest.BigBuffers
-	ws, err := websocket.DialConfig(cfg)
-	if err != nil {
-		return nil, err
+	if err := ws.SetDeadline(time.Now().Add(3 * chattest.Timeout)); err != nil {
+		return ws, err
 	}
 	name := fmt.Sprint("u", i)
 	if err := websocket.JSON.Send(ws, message{Body: name}); err != nil {
@@ -280,4 +281,17 @@ func wsJoin(addr string, i int) (io.Closer, error) {
 		err = fmt.Errorf("expected a welcome, got %+v", m)
 	}
 	return ws, err
+}
+
+// dialWS opens a WebSocket to the server at addr, as the page would, with
+// dialer (nil for a default one), and gives up after 3*chattest.Timeout.
+func dialWS(addr string, dialer *net.Dialer) (*websocket.Conn, error) {
+	cfg, err := websocket.NewConfig("ws://"+addr+"/ws", "http://"+addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dialer = dialer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*chattest.Timeout)
+	defer cancel()
+	return cfg.DialContext(ctx)
 }

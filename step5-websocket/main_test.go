@@ -43,8 +43,9 @@ func tryDial(t testing.TB, addr, origin string) (*wsClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Dialer = &net.Dialer{Timeout: chattest.Timeout}
-	ws, err := websocket.DialConfig(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), chattest.Timeout)
+	defer cancel()
+	ws, err := cfg.DialContext(ctx)
 	if err != nil {
 		return nil, err
 	}
