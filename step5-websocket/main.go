@@ -310,12 +310,11 @@ func broadcast(clients map[string]*client, frame string) {
 		if !cli.out.put(frame) {
 			log.Printf("%s: over %d bytes behind, disconnecting", cli.name, maxPending)
 			cli.out.close()
-			// Not Close: x/net/websocket's Close sends a close frame first,
-			// which would wait behind the stuck write. A deadline in the past
-			// fails that write at once; the writer then hangs up.
-			if err := cli.conn.SetWriteDeadline(time.Now()); err != nil {
-				log.Printf("%s: %v", cli.name, err)
-			}
+			// Not cli.conn.Close: x/net/websocket's Close sends a close
+			// frame first, which would wait behind the stuck write. Closing
+			// the TCP connection under it fails that write at once, and any
+			// later one: the writer then hangs up.
+			cli.conn.(frameConn).tcp.Close()
 		}
 	}
 }
