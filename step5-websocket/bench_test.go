@@ -52,15 +52,12 @@ func serveInProcess(b *testing.B, naive bool) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var serving net.Listener = ln
 	if naive {
-		serving = naiveListener{ln}
+		ln = naiveListener{ln}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, serving, defaults) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	return chattest.StartOn(b, ln, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, defaults)
+	})
 }
 
 // naiveListener's connections write each WebSocket frame with a system

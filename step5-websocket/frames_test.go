@@ -36,6 +36,7 @@ func TestFramesStayWholeWhilePingsAreAnswered(t *testing.T) {
 
 	const messages, pings = 200, 20
 	text := strings.Repeat("z", 300) // over 125 bytes: a 16-bit length
+	require.NoError(t, tc.ws.SetWriteDeadline(time.Now().Add(chattest.Timeout)))
 	sent := make(chan error, 1)
 	go func() {
 		for i := range messages {

@@ -59,15 +59,10 @@ func serveInProcess(b *testing.B, p Protocol, naive bool) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var serving net.Listener = ln
 	if naive {
-		serving = naiveListener{ln}
+		return StartOn(b, naiveListener{ln}, p.Serve)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, serving) }()
-	b.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	return StartOn(b, ln, p.Serve)
 }
 
 // deliver is FanOut, Steady and ServerCPU, against the server at addr:
