@@ -1,13 +1,12 @@
 // Step 3: the chat room with names. Each client picks a username first.
 //
-// Run it with `go run ./step3-usernames` and connect from other terminals
-// with `go run ./netcat`. Only the broadcaster knows which names are taken,
-// so a newcomer asks it, and waits for the answer, before entering.
+// Run it with `go run ./step3-usernames`, and `go run ./netcat` in other
+// terminals. This file is the lesson; the others hold what every step
+// shares (see docs/shared.md).
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,45 +15,17 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
-	"unicode"
-	"unicode/utf8"
-)
-
-const (
-	// maxLine is the longest line a client may send, in bytes, counting its
-	// line ending. Without a limit one client could make the server buffer
-	// an endless line until it runs out of memory.
-	maxLine = 4096
-
-	// maxName is the longest username, in characters.
-	maxName = 20
-
-	// maxPending is how much output, in bytes, may wait for one client. A
-	// client this far behind has stopped reading: it is disconnected, so it
-	// can neither hold up the room nor eat the server's memory. 256 KiB is
-	// thousands of chat lines, far more than a reading client ever has
-	// waiting, so a burst never costs a healthy client its seat.
-	maxPending = 256 << 10
-
-	// writeTimeout bounds every write to a client. A client that accepts
-	// nothing for this long is gone or stuck, and is disconnected.
-	writeTimeout = 5 * time.Second
 )
 
 func main() {
 	addr := flag.String("addr", "localhost:8000", "address to listen on")
 	flag.Parse()
-
-	// Ctrl-C (SIGINT) or SIGTERM cancels ctx; serve then closes every
-	// connection and returns, and the program exits normally.
+	// Ctrl-C (SIGINT) or SIGTERM cancels ctx, which tells serve to stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
@@ -65,46 +36,38 @@ func main() {
 	}
 }
 
-// serve accepts connections on ln until ctx is cancelled, and returns once
-// every connection it accepted is closed. Each connection gets a goroutine
-// of its own, so a client that is slow to send never holds up the others.
+// serve handles each connection on ln in a goroutine of its own, until
+// ctx is cancelled.
 func serve(ctx context.Context, ln net.Listener) error {
 	r := newRoom()
-	var broadcasting sync.WaitGroup
-	broadcasting.Go(r.broadcaster)
-	var conns sync.WaitGroup
+	stopped := make(chan struct{}) // closed by the broadcaster when it is done
+	go r.broadcaster(stopped)
+	var conns sync.WaitGroup // the connections being handled
 	defer func() {
-		conns.Wait()        // every client has left the room,
-		close(r.messages)   // so the broadcaster can stop,
-		broadcasting.Wait() // and serve returns only once it has.
+		conns.Wait()      // every client has left the room,
+		close(r.messages) // so the broadcaster can stop,
+		<-stopped         // and serve returns once it has.
 	}()
-	// Closing the listener is the way to end a blocked Accept.
+	// Once ctx is cancelled, close the listener: that ends accept.
 	stopAccepting := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stopAccepting()
 	for {
-		conn, err := ln.Accept()
+		conn, err := accept(ln)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // we closed the listener: a normal stop
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return err // someone else closed it: nothing left to accept
-			}
-			// Other errors (out of file descriptors, a connection reset
-			// before we took it) are passing troubles, not a reason to stop
-			// serving everyone. Pause a little so they cannot spin the CPU.
-			log.Printf("accept: %v", err)
-			time.Sleep(acceptRetryDelay)
-			continue
+			return err
 		}
-		conns.Go(func() { r.handleConn(ctx, conn) })
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			r.handleConn(ctx, conn)
+		}()
 	}
 }
 
-// acceptRetryDelay is how long serve waits after a failed Accept.
-const acceptRetryDelay = 50 * time.Millisecond
-
-// room connects the connection goroutines to the broadcaster.
+// room is how the connections' goroutines talk to the broadcaster.
 type room struct {
 	entering chan *client
 	messages chan string // closed by serve once every client is gone
@@ -123,25 +86,24 @@ func newRoom() *room {
 type client struct {
 	name     string // what the others call it
 	conn     net.Conn
-	out      *outbox   // lines waiting for the writer
+	out      *outbox   // output waiting for the client's writer
 	admitted chan bool // the broadcaster's answer to entering: is the name free?
 }
 
 // broadcaster is the only goroutine that touches the set of clients, so the
 // set needs no lock: the others ask for changes through the room's channels,
 // and it handles one request at a time.
-func (r *room) broadcaster() {
+func (r *room) broadcaster(done chan<- struct{}) {
+	defer close(done)
 	clients := make(map[string]*client)
 	for {
 		select {
 		case cli := <-r.entering:
 			_, taken := clients[cli.name]
 			if !taken {
-				// Greeting, announcing and registering are one step of the
-				// broadcaster, so no message can be broadcast between them:
-				// the newcomer receives everything after its greeting, and
-				// never its own arrival. (Done by the connection's goroutine,
-				// as gopl does, a message can slip past in between.)
+				// Greeting, announcing and registering are one step, so the
+				// newcomer gets all that is said after its greeting, and
+				// never its own arrival.
 				cli.out.put("welcome " + cli.name + "\n")
 				broadcast(clients, cli.name+" has arrived")
 				clients[cli.name] = cli
@@ -154,15 +116,14 @@ func (r *room) broadcaster() {
 			broadcast(clients, msg)
 		case cli := <-r.leaving:
 			delete(clients, cli.name)
-			cli.out.close() // its writer flushes what is left, then hangs up
+			cli.out.close() // its writer sends what is left, then hangs up
 			broadcast(clients, cli.name+" has left")
 		}
 	}
 }
 
 // broadcast queues line for every client, and never waits for one. A client
-// too far behind to take it is disconnected; its handleConn then sees the
-// connection closed and reports it leaving, like any other departure.
+// too far behind has stopped reading: it is disconnected (and then leaves).
 func broadcast(clients map[string]*client, line string) {
 	line += "\n"
 	for _, cli := range clients {
@@ -177,18 +138,17 @@ func broadcast(clients map[string]*client, line string) {
 // handleConn runs one client: it starts the client's writer, asks for a
 // name, hands every line the client sends to the broadcaster, and leaves.
 func (r *room) handleConn(ctx context.Context, conn net.Conn) {
-	cli := &client{conn: conn, out: &outbox{ready: make(chan struct{}, 1)}, admitted: make(chan bool)}
-	var writing sync.WaitGroup
-	writing.Go(cli.writer)
-	defer writing.Wait() // the writer closes conn when it is done
-	// When the server stops, closing the connection ends the Scan below.
+	cli := &client{conn: conn, out: newOutbox(), admitted: make(chan bool)}
+	written := make(chan struct{}) // closed by the writer when it is done
+	go cli.writer(written)
+	defer func() { <-written }()
+	// Once ctx is cancelled, close the connection: that ends the Scan.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-
 	input := newScanner(conn)
 	inRoom := r.join(cli, input)
-	if inRoom {
-		r.chat(cli, input)
+	for inRoom && input.Scan() {
+		r.messages <- cli.name + " says: " + sanitize(input.Text())
 	}
 	if errors.Is(input.Err(), bufio.ErrTooLong) {
 		cli.out.put(fmt.Sprintf("line too long (max %d bytes)\n", maxLine))
@@ -200,11 +160,9 @@ func (r *room) handleConn(ctx context.Context, conn net.Conn) {
 	}
 }
 
-// join asks the client for a name until it gives a valid one that nobody in
-// the room is using, and enters the room with it. It reports false if the
-// client's input ends first. Until then the client is not in the room and
-// gets no chat; and since join runs in the client's own goroutine, a client
-// slow to answer holds up nobody else.
+// join asks for a name until the client gives a valid one that nobody in
+// the room uses, and enters the room with it; false if the input ends first.
+// A client slow to answer holds up nobody: join runs in its own goroutine.
 func (r *room) join(cli *client, input *bufio.Scanner) bool {
 	for {
 		cli.out.put("Enter your username: ")
@@ -216,7 +174,8 @@ func (r *room) join(cli *client, input *bufio.Scanner) bool {
 			cli.out.put(err.Error() + "\n")
 			continue
 		}
-		// Only the broadcaster knows which names are in use: ask it.
+		// Only the broadcaster knows which names are in use: ask it, and
+		// wait for its answer.
 		r.entering <- cli
 		if <-cli.admitted {
 			return true
@@ -225,146 +184,19 @@ func (r *room) join(cli *client, input *bufio.Scanner) bool {
 	}
 }
 
-// checkName says what is wrong with a name, if anything. Names stand before
-// every line their owner sends, so they are short and plain: letters of any
-// script (with their accents and vowel signs), digits, '_' and '-'.
-func checkName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("name is empty")
-	case utf8.RuneCountInString(name) > maxName:
-		return fmt.Errorf("name is too long (max %d characters)", maxName)
-	}
-	for _, r := range name {
-		if !unicode.In(r, unicode.Letter, unicode.Mark, unicode.Digit) && r != '_' && r != '-' {
-			return fmt.Errorf("name has a character that is not allowed: %q (use letters, digits, _ or -)", r)
-		}
-	}
-	return nil
-}
-
-// chat hands every line the client sends to the broadcaster.
-func (r *room) chat(cli *client, input *bufio.Scanner) {
-	for input.Scan() {
-		r.messages <- cli.name + " says: " + sanitize(input.Text())
-	}
-}
-
-// newScanner reads conn line by line. bufio.ScanLines drops the "\r" of a
-// "\r\n" ending, so telnet and Windows clients work too. The buffer starts
-// small and grows only as far as maxLine: an idle client costs little.
-func newScanner(conn net.Conn) *bufio.Scanner {
-	input := bufio.NewScanner(conn)
-	input.Buffer(make([]byte, 0, 512), maxLine)
-	return input
-}
-
-// sanitize makes client text safe to print on a terminal. Invalid UTF-8
-// becomes U+FFFD, and so does every control character: ESC starts the
-// sequences that recolour the screen, move the cursor or retitle the
-// window, BEL beeps, CR overwrites the line, and so on.
-func sanitize(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '\uFFFD'
-		}
-		return r
-	}, s)
-}
-
 // writer is the only goroutine that writes to the client's connection. It
-// takes everything waiting in the outbox and writes it with one call, so
-// under load one system call carries many lines instead of one each. It
-// closes the connection once the outbox is closed and empty, or a write
-// fails; handleConn's Scan then ends too.
-func (c *client) writer() {
-	defer c.conn.Close()
+// sends everything waiting in the outbox with one write, until the outbox
+// is closed and empty or a write fails; then it hangs up.
+func (c *client) writer(done chan<- struct{}) {
+	defer close(done)
+	defer c.conn.Close() // which ends handleConn's Scan too
 	for {
 		batch, ok := c.out.take()
 		if !ok {
 			return
 		}
-		if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-			return // the connection is already closed
-		}
-		_, err := c.conn.Write(batch.Bytes())
-		batch.Reset()
-		buffers.Put(batch)
-		if err != nil {
-			// A client that hung up, or a connection closed under us as
-			// the server stops, is no news. Anything else is worth a line.
-			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, net.ErrClosed) {
-				log.Print(err) // it names both ends of the connection
-			}
+		if err := send(c.conn, batch); err != nil {
 			return
 		}
 	}
-}
-
-// buffers lends outboxes the buffers they queue output in. An outbox has
-// one only while it has output waiting, and its writer gives it back once
-// written: a busy client allocates nothing, and an idle one holds no
-// buffer. The pool holds only empty buffers, so servers can share it.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// outbox is a client's queue of output. The broadcaster puts text in and
-// never waits; the client's writer takes all of it at once. Counting the
-// queue in bytes, not lines, is what lets a burst through while a stuck
-// client is still found out: see maxPending.
-type outbox struct {
-	mu      sync.Mutex
-	pending *bytes.Buffer // output the writer has not taken yet; nil if none
-	closed  bool          // no more output: the writer ends once pending is empty
-	ready   chan struct{} // a token while pending is not empty; closed by close
-}
-
-// put queues text for the writer without waiting. It reports false, and
-// queues nothing, if the client would then have more than maxPending bytes
-// waiting: it is not reading. Putting into a closed outbox does nothing.
-func (o *outbox) put(text string) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	switch {
-	case o.closed:
-		return true
-	case o.pending == nil:
-		o.pending = buffers.Get().(*bytes.Buffer)
-		select {
-		case o.ready <- struct{}{}: // wake the writer
-		default: // a token is there already
-		}
-	case o.pending.Len()+len(text) > maxPending:
-		return false
-	}
-	o.pending.WriteString(text)
-	return true
-}
-
-// close tells the writer there will be no more output.
-func (o *outbox) close() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.closed {
-		o.closed = true
-		close(o.ready) // from now on take never waits
-	}
-}
-
-// take waits for output and returns all of it, in a buffer to be given
-// back to buffers once written. It reports false once the outbox is closed
-// and empty. A token is sent only when the queue stops being empty, and
-// take empties it after every token, so a token always finds work.
-func (o *outbox) take() (*bytes.Buffer, bool) {
-	<-o.ready
-	// Let every goroutine that is ready to run go first. The broadcaster
-	// may have more for this client; what it queues now goes out in this
-	// batch, not in a write of its own. Under load this makes batches many
-	// lines long. When the server is quiet there is nobody to let go first.
-	runtime.Gosched()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	batch := o.pending
-	o.pending = nil
-	return batch, batch != nil
 }
