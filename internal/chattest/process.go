@@ -2,10 +2,15 @@ package chattest
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,12 +26,71 @@ const runMainEnv = "CHATTEST_RUN_MAIN"
 // Main is a step's TestMain: it runs the step's main() when StartProcess
 // asked for it, and otherwise runs the tests and checks that they leave no
 // goroutine behind.
+//
+// While the tests run, what the servers in this process log (the log
+// package's standard logger) is kept in memory, and printed only if the
+// run fails or with -v. Many tests make the server log on purpose (a
+// failing Accept, a client dropped for not reading), so in a passing run
+// those lines are noise that looks like trouble.
 func Main(m *testing.M, main func()) {
 	if os.Getenv(runMainEnv) == "1" {
-		main()
+		main() // the real program: it logs to stderr as usual
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	logs := &serverLog{}
+	log.SetOutput(logs)
+	code := m.Run()
+	if code == 0 {
+		// As goleak.VerifyTestMain does.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: Errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	log.SetOutput(os.Stderr)
+	if code != 0 || testing.Verbose() {
+		logs.print(os.Stderr)
+	}
+	return code
+}
+
+// serverLog keeps the first maxServerLog bytes logged, and counts the rest.
+type serverLog struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	dropped int
+}
+
+const maxServerLog = 4 << 20
+
+func (l *serverLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len()+len(p) > maxServerLog {
+		l.dropped += len(p)
+	} else {
+		l.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *serverLog) print(w io.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n--- The servers in this test process logged these lines (all tests, in order).\n"+
+		"--- Many tests make a server log on purpose (accept errors, clients dropped\n"+
+		"--- for not reading, write timeouts): a line here is not in itself a failure.\n%s", l.buf.Bytes())
+	if l.dropped > 0 {
+		fmt.Fprintf(w, "--- (and %d bytes more, not kept)\n", l.dropped)
+	}
+	fmt.Fprintf(w, "--- end of the servers' log\n")
 }
 
 // Process is the step's program, running as a child process.
