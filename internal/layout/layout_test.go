@@ -1,0 +1,84 @@
+// Package layout checks the shape every step keeps: main.go holds the
+// step's idea within a budget of lines, and what the steps share lives in
+// files that are byte for byte the same in every step that has them.
+package layout
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// steps are the step directories, each with its budget for main.go in
+// lines, comments included.
+var steps = []struct {
+	dir    string
+	budget int
+}{
+	{"step1-echo", 90},
+	{"step2-broadcast", 170},
+	{"step3-usernames", 210},
+	{"step4-exit-queue", 250},
+	{"step5-websocket", 280},
+}
+
+// shared are the files the steps share, explained once in docs/shared.md.
+var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go"}
+
+// root is the repository's root, relative to this package.
+const root = "../.."
+
+func lines(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return bytes.Count(b, []byte("\n"))
+}
+
+func TestMainGoStaysWithinItsBudget(t *testing.T) {
+	for _, s := range steps {
+		main := lines(t, filepath.Join(root, s.dir, "main.go"))
+		assert.LessOrEqual(t, main, s.budget, "%s/main.go has %d lines; its budget is %d", s.dir, main, s.budget)
+
+		files, err := filepath.Glob(filepath.Join(root, s.dir, "*.go"))
+		require.NoError(t, err)
+		total := 0
+		var names []string
+		for _, f := range files {
+			if !strings.HasSuffix(f, "_test.go") {
+				total += lines(t, f)
+				names = append(names, filepath.Base(f))
+			}
+		}
+		assert.LessOrEqual(t, float64(total), 1.8*float64(main),
+			"%s: its non-test Go files (%s) have %d lines, more than 1.8 times main.go's %d",
+			s.dir, strings.Join(names, ", "), total, main)
+	}
+}
+
+func TestSharedFilesAreTheSameInEveryStepThatHasThem(t *testing.T) {
+	for _, name := range shared {
+		var first string
+		var want []byte
+		for _, s := range steps {
+			got, err := os.ReadFile(filepath.Join(root, s.dir, name))
+			if os.IsNotExist(err) {
+				continue
+			}
+			require.NoError(t, err)
+			if first == "" {
+				first, want = s.dir, got
+				continue
+			}
+			assert.True(t, bytes.Equal(want, got),
+				"%s/%s differs from %s/%s: shared files are copied, not edited (diff -u %[3]s/%[2]s %[1]s/%[2]s)",
+				s.dir, name, first, name)
+		}
+		assert.NotEmpty(t, first, "no step has %s", name)
+	}
+}
