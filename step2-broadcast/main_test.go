@@ -283,8 +283,12 @@ func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
 	}
 }
 
+// A thousand clients in the room at once: all are announced, all hear the
+// same line, and all leave, each in one of the three ways (close, reset,
+// half-close), announced once. They join and catch up chattest.AtOnce at a
+// time, so that no one wait has to outlast the whole room's work.
 func TestAThousandClientsComeTalkAndGo(t *testing.T) {
-	// Not parallel: it needs the machine to itself to finish in time.
+	// Not parallel: the other tests' waits need not allow for its load.
 	if testing.Short() {
 		t.Skip("slow: -short")
 	}
@@ -292,26 +296,30 @@ func TestAThousandClientsComeTalkAndGo(t *testing.T) {
 	const n = 1000
 	observer := enter(t, addr)
 	clients := make([]*chattest.Client, n)
-	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
 		c, err := chattest.TryDial(t, addr)
 		if err != nil {
-			return err
+			return fmt.Errorf("client %d: %w", i, err)
 		}
 		clients[i] = c
-		_, err = c.TryUntil("You are " + c.Addr())
-		return err
+		if _, err := c.TryUntil("You are " + c.Addr()); err != nil {
+			return fmt.Errorf("client %d (%s), joining: %w", i, c.Addr(), err)
+		}
+		return nil
 	}))
 	arrived := map[string]bool{}
 	for len(arrived) < n {
-		line := observer.Line("the others arriving")
+		line := observer.Line(fmt.Sprintf("arrival %d of %d", len(arrived)+1, n))
 		who, ok := strings.CutSuffix(line, " has arrived")
 		require.True(t, ok, "expected only arrivals, got %q", line)
 		arrived[who] = true
 	}
 	observer.Send("welcome, all")
-	require.NoError(t, chattest.Concurrently(n, func(i int) error {
-		_, err := clients[i].TryUntil(observer.Addr() + ": welcome, all")
-		return err
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
+		if _, err := clients[i].TryUntil(observer.Addr() + ": welcome, all"); err != nil {
+			return fmt.Errorf("client %d (%s), waiting for the welcome: %w", i, clients[i].Addr(), err)
+		}
+		return nil
 	}))
 	for i, c := range clients {
 		switch i % 3 {
@@ -325,7 +333,7 @@ func TestAThousandClientsComeTalkAndGo(t *testing.T) {
 	}
 	left := map[string]bool{}
 	for len(left) < n {
-		line := observer.Line("the others leaving")
+		line := observer.Line(fmt.Sprintf("departure %d of %d", len(left)+1, n))
 		if who, ok := strings.CutSuffix(line, " has left"); ok {
 			assert.False(t, left[who], "%s left twice", who)
 			left[who] = true

@@ -422,8 +422,12 @@ func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
 	}
 }
 
+// A thousand clients in the room at once: all are announced, all hear the
+// same line, and all leave, each in one of the three ways (close, reset,
+// half-close), announced once. They join and catch up chattest.AtOnce at a
+// time, so that no one wait has to outlast the whole room's work.
 func TestAThousandClientsComeTalkAndGo(t *testing.T) {
-	// Not parallel: it needs the machine to itself to finish in time.
+	// Not parallel: the other tests' waits need not allow for its load.
 	if testing.Short() {
 		t.Skip("slow: -short")
 	}
@@ -436,21 +440,25 @@ func TestAThousandClientsComeTalkAndGo(t *testing.T) {
 	for i := range names {
 		names[i] = chattest.Name("c")
 	}
-	require.NoError(t, chattest.Concurrently(n, func(i int) (err error) {
-		clients[i], err = tryJoin(t, addr, names[i])
-		return err
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) (err error) {
+		if clients[i], err = tryJoin(t, addr, names[i]); err != nil {
+			return fmt.Errorf("client %d (%s), joining: %w", i, names[i], err)
+		}
+		return nil
 	}))
 	arrived := map[string]bool{}
 	for len(arrived) < n {
-		line := observer.Line("the others arriving")
+		line := observer.Line(fmt.Sprintf("arrival %d of %d", len(arrived)+1, n))
 		who, ok := strings.CutSuffix(line, " has arrived")
 		require.True(t, ok, "expected only arrivals, got %q", line)
 		arrived[who] = true
 	}
 	observer.Send("welcome, all")
-	require.NoError(t, chattest.Concurrently(n, func(i int) error {
-		_, err := clients[i].TryUntil(obsName + " says: welcome, all")
-		return err
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
+		if _, err := clients[i].TryUntil(obsName + " says: welcome, all"); err != nil {
+			return fmt.Errorf("client %d (%s), waiting for the welcome: %w", i, names[i], err)
+		}
+		return nil
 	}))
 	for i, c := range clients {
 		switch i % 3 {
@@ -464,7 +472,7 @@ func TestAThousandClientsComeTalkAndGo(t *testing.T) {
 	}
 	left := map[string]bool{}
 	for len(left) < n {
-		line := observer.Line("the others leaving")
+		line := observer.Line(fmt.Sprintf("departure %d of %d", len(left)+1, n))
 		if who, ok := strings.CutSuffix(line, " has left"); ok {
 			assert.False(t, left[who], "%s left twice", who)
 			left[who] = true

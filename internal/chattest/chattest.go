@@ -154,7 +154,10 @@ func (c *Client) ReadLine() (string, error) {
 			return "", err
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if m := departure.FindStringSubmatch(line); m != nil && ClassroomAddr() != "" && !KnownPeer(m[1]) {
+		if ClassroomAddr() == "" {
+			return line, nil
+		}
+		if m := departure.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]) {
 			continue
 		}
 		return line, nil

@@ -51,18 +51,54 @@ func (c *Client) Flood(n, window int, tag string, echo func(text string) string)
 // Concurrently runs f(i) for i in [0, n) in n goroutines and returns the
 // first error any of them reported.
 func Concurrently(n int, f func(i int) error) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	return ConcurrentlyAtMost(n, n, f)
+}
+
+// AtOnce is how many clients the load tests have joining (or catching up)
+// at any one moment. Every join waits for the broadcaster to announce the
+// joins ahead of it to everyone already in, and the broadcaster announces
+// one at a time; with all of 1,000 joining at once, the last one waited for
+// the whole room's work, far longer than Timeout on a busy 2-core machine
+// with the race detector. With AtOnce of them, a join waits for at most
+// AtOnce announcements, and the whole room still joins within seconds.
+const AtOnce = 50
+
+// ConcurrentlyAtMost runs f(i) for i in [0, n), at most limit at a time,
+// and returns the first error any of them reported, saying how far the
+// others had got. Once one has failed it starts no more.
+func ConcurrentlyAtMost(n, limit int, f func(i int) error) error {
+	var (
+		wg        sync.WaitGroup
+		slots     = make(chan struct{}, limit)
+		mu        sync.Mutex
+		first     error
+		succeeded int
+	)
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return first != nil
+	}
 	for i := range n {
+		slots <- struct{}{}
+		if failed() {
+			break
+		}
 		wg.Go(func() {
-			if err := f(i); err != nil {
-				errs <- err
+			defer func() { <-slots }()
+			err := f(i)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				succeeded++
+			case first == nil:
+				first = fmt.Errorf("%w (%d of %d had succeeded by then, at most %d at a time)", err, succeeded, n, limit)
 			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	return <-errs
+	return first
 }
 
 // TalkUntil sends numbered lines from c, ten at a time, reading everything
