@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -22,30 +21,21 @@ import (
 
 func TestMain(m *testing.M) { chattest.Main(m, main) }
 
-// options are the server's settings, as its flags give them.
-type options struct {
-	idle    time.Duration
-	history int
-	origin  string
-}
-
 var defaults = options{idle: 5 * time.Minute, history: 100}
 
 // start runs a server with opts for the test (or uses CHAT_ADDR).
 func start(t *testing.T, opts options) string {
 	t.Helper()
 	return chattest.Start(t, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, opts.idle, opts.history, opts.origin)
+		return serve(ctx, ln, opts)
 	})
 }
 
 // wsClient is one test WebSocket connection, as a browser on the page would open it.
 type wsClient struct {
-	t      testing.TB
-	ws     *websocket.Conn
-	name   string
-	frames int       // how many frames it has received
-	queue  []message // received, not yet read: a frame holds several
+	t    testing.TB
+	ws   *websocket.Conn
+	name string
 }
 
 func tryDial(t testing.TB, addr, origin string) (*wsClient, error) {
@@ -90,35 +80,23 @@ func (c *wsClient) sendRaw(frame string) {
 	require.NoError(c.t, websocket.Message.Send(c.ws, frame))
 }
 
-// tryNext returns the next message, waiting at most chattest.Timeout for
-// a frame if none is left from the last one. Every frame from the server
-// must be a JSON array of messages. In classroom mode it skips the
-// departures and messages of clients this test did not create: the shared
-// server's history holds earlier tests' messages (see also
-// chattest.Client.ReadLine).
+// tryNext returns the next frame, waiting at most chattest.Timeout. In
+// classroom mode it skips the departures and messages of clients this
+// test did not create: the shared server's history holds earlier tests'
+// messages (see also chattest.Client.ReadLine).
 func (c *wsClient) tryNext() (message, error) {
 	for {
-		for len(c.queue) == 0 {
-			if err := c.ws.SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
-				return message{}, err
-			}
-			var frame string
-			if err := websocket.Message.Receive(c.ws, &frame); err != nil {
-				return message{}, err
-			}
-			c.frames++
-			if err := json.Unmarshal([]byte(frame), &c.queue); err != nil || len(c.queue) == 0 {
-				return message{}, fmt.Errorf("a frame that is not a JSON array of messages: %q", frame)
-			}
+		if err := c.ws.SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+			return message{}, err
 		}
-		m := c.queue[0]
-		c.queue = c.queue[1:]
+		var m message
+		err := websocket.JSON.Receive(c.ws, &m)
 		stranger := m.Event == "left" && !chattest.KnownPeer(m.Body) ||
 			m.Event == "" && !chattest.KnownPeer(m.Author)
-		if stranger && chattest.ClassroomAddr() != "" {
+		if err == nil && stranger && chattest.ClassroomAddr() != "" {
 			continue
 		}
-		return m, nil
+		return m, err
 	}
 }
 
