@@ -97,9 +97,9 @@ func (r *room) broadcaster(done chan<- struct{}) {
 	for {
 		select {
 		case cli := <-r.entering:
-			// Greeting, announcing and registering are one step, so no
-			// message can be broadcast between them: the newcomer gets all
-			// that is said after its greeting, and never its own arrival.
+			// Greeting, announcing and registering are one step, so the
+			// newcomer gets all that is said after its greeting, and never
+			// its own arrival.
 			cli.out.put("You are " + cli.name + "\n")
 			broadcast(clients, cli.name+" has arrived")
 			clients[cli.name] = cli

@@ -125,6 +125,27 @@ func TestANameIsFreeAgainOnceItsOwnerHasLeft(t *testing.T) {
 	join(t, addr, name)
 }
 
+// A client refused a taken name that then leaves from the prompt must not
+// take the name's owner out of the room with it: the exit guide removes a
+// client only if it is the one in the room under that name.
+func TestLeavingAfterATakenNameRemovesNobody(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	name, bob := chattest.Name("ana"), chattest.Name("bob")
+	ana := join(t, addr, name)
+	b := join(t, addr, bob)
+	ana.Expect(bob + " has arrived")
+	impostor := chattest.Dial(t, addr)
+	impostor.ExpectText(prompt)
+	impostor.Send(name)
+	impostor.Expect("name is taken")
+	impostor.ExpectText(prompt)
+	require.NoError(t, impostor.Conn().CloseWrite())
+	impostor.ExpectClosed() // the exit guide has seen it out
+	ana.Send("still here")
+	b.Expect(name + " says: still here")
+}
+
 func TestOthersHearArrivalButNewcomerDoesNot(t *testing.T) {
 	chattest.Parallel(t)
 	addr := chattest.Start(t, serveDefault)
