@@ -25,8 +25,9 @@ func BenchmarkFanOut100Clients10Senders(b *testing.B) {
 	fanOut(b, serveInProcess(b, false), nil)
 }
 
-// The same server, with connections that write one frame per system call:
-// what a server gets that writes through x/net/websocket's own Write.
+// The same server, with connections that write each message as a frame of
+// its own, with a system call of its own: what a server gets that writes
+// each message with x/net/websocket's Write, as it comes.
 func BenchmarkFanOutNaiveOneWritePerFrame(b *testing.B) {
 	fanOut(b, serveInProcess(b, true), nil)
 }
@@ -45,8 +46,8 @@ func BenchmarkLatencyAt100kDeliveriesPerSecond(b *testing.B) {
 }
 
 // serveInProcess runs the server until the benchmark ends, and returns
-// its address. With naive set, its connections write one frame per
-// system call.
+// its address. With naive set, its connections write one message per
+// frame and system call.
 func serveInProcess(b *testing.B, naive bool) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,12 +57,13 @@ func serveInProcess(b *testing.B, naive bool) string {
 		ln = naiveListener{ln}
 	}
 	return chattest.StartOn(b, ln, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, defaults)
+		return serve(ctx, ln, defaults.idle, defaults.history, defaults.origin)
 	})
 }
 
-// naiveListener's connections write each WebSocket frame with a system
-// call of its own.
+// naiveListener's connections split each frame of the server's, a JSON
+// array of messages, into frames of one message each, and write each with
+// a system call of its own.
 type naiveListener struct{ net.Listener }
 
 func (l naiveListener) Accept() (net.Conn, error) {
@@ -69,33 +71,89 @@ func (l naiveListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return naiveConn{c}, nil
+	return &naiveConn{Conn: c}, nil
 }
 
-type naiveConn struct{ net.Conn }
+type naiveConn struct {
+	net.Conn
+	upgraded bool   // the handshake is done: what follows is frames
+	pending  []byte // written, but not yet a whole frame
+	out      []byte // a frame being written
+}
 
-func (c naiveConn) Write(p []byte) (int, error) {
-	if bytes.HasPrefix(p, []byte("HTTP/")) {
-		return c.Conn.Write(p) // the handshake's response, not frames
+func (c *naiveConn) Write(p []byte) (int, error) {
+	if !c.upgraded {
+		c.upgraded = bytes.HasPrefix(p, []byte("HTTP/1.1 101 "))
+		return c.Conn.Write(p) // HTTP, not frames
 	}
-	n := 0
-	for len(p) > 0 {
-		// A server's frame: two bytes, the length's extension, the payload.
-		size := 2 + int(p[1])
-		switch p[1] {
-		case 126:
-			size = 4 + int(binary.BigEndian.Uint16(p[2:]))
-		case 127:
-			size = 10 + int(binary.BigEndian.Uint64(p[2:]))
+	c.pending = append(c.pending, p...)
+	for {
+		head, size := frameSize(c.pending)
+		if size == 0 || size > len(c.pending) {
+			return len(p), nil // the rest of the frame is still to come
 		}
-		m, err := c.Conn.Write(p[:size])
-		n += m
-		if err != nil {
-			return n, err
+		if err := c.writeSplit(c.pending[:size], head); err != nil {
+			return 0, err
 		}
-		p = p[size:]
+		c.pending = c.pending[:copy(c.pending, c.pending[size:])]
 	}
-	return n, nil
+}
+
+// writeSplit writes a text frame holding [a,b,...] as frames [a], [b], ...;
+// any other frame as it is.
+func (c *naiveConn) writeSplit(frame []byte, head int) error {
+	payload := frame[head:]
+	if frame[0] != 0x81 || len(payload) < 2 || payload[0] != '[' {
+		_, err := c.Conn.Write(frame)
+		return err
+	}
+	rest := payload[1 : len(payload)-1]
+	for len(rest) > 0 {
+		// Messages are objects, and json.Marshal escapes every '"' in a
+		// string: `},{"` is found only between two messages.
+		msg := rest
+		if i := bytes.Index(rest, []byte(`},{"`)); i >= 0 {
+			msg, rest = rest[:i+1], rest[i+2:]
+		} else {
+			rest = nil
+		}
+		c.out = append(frameHeader(c.out[:0], len(msg)+2), '[')
+		c.out = append(append(c.out, msg...), ']')
+		if _, err := c.Conn.Write(c.out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// frameSize reads the header of a server's frame, which is not masked: the
+// header's size, and the whole frame's; 0 if the header is not all there.
+func frameSize(f []byte) (head, size int) {
+	if len(f) < 2 {
+		return 0, 0
+	}
+	switch n := int(f[1] & 0x7F); {
+	case n < 126:
+		return 2, 2 + n
+	case n == 126 && len(f) >= 4:
+		return 4, 4 + int(binary.BigEndian.Uint16(f[2:]))
+	case n == 127 && len(f) >= 10:
+		return 10, 10 + int(binary.BigEndian.Uint64(f[2:]))
+	}
+	return 0, 0
+}
+
+// frameHeader appends the header of a text frame from the server, for a
+// payload of n bytes (RFC 6455, section 5.2).
+func frameHeader(f []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(f, 0x81, byte(n))
+	case n < 1<<16:
+		return binary.BigEndian.AppendUint16(append(f, 0x81, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(f, 0x81, 127), uint64(n))
+	}
 }
 
 // fanOut has 100 clients join the server at addr, and 10 of them send
@@ -129,14 +187,12 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 	if err := conns[0].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
 		b.Fatal(err)
 	}
-	for {
-		var m message
-		if err := websocket.JSON.Receive(conns[0], &m); err != nil {
+	for in := false; !in; {
+		var ms []message
+		if err := websocket.JSON.Receive(conns[0], &ms); err != nil {
 			b.Fatal(err)
 		}
-		if m.Event == "arrived" && m.Body == names[clients-1] {
-			break
-		}
+		in = slices.Contains(ms, message{Event: "arrived", Body: names[clients-1]})
 	}
 
 	total := b.N * perSender * senders // messages every client must receive
@@ -161,19 +217,8 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 				// stand in for browsers, which decode JSON natively, and
 				// should cost as little as they can next to the server.
 				var f []byte
-				for got := 0; got < total; {
-					if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
-						failed.Set(err)
-						return
-					}
-					if err := websocket.Message.Receive(conns[i], &f); err != nil {
-						failed.Set(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
-						return
-					}
-					author, body, ok := chatMessage(f)
-					if !ok {
-						continue // an arrival or the like
-					}
+				got := 0
+				heard := func(author, body string) {
 					got++
 					if got%16 == 0 { // sample the latency
 						sent, _, _ := strings.Cut(body, " ")
@@ -187,6 +232,17 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 						default:
 						}
 					}
+				}
+				for got < total {
+					if err := conns[i].SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+						failed.Set(err)
+						return
+					}
+					if err := websocket.Message.Receive(conns[i], &f); err != nil {
+						failed.Set(fmt.Errorf("client %d after %d of %d: %w", i, got, total, err))
+						return
+					}
+					chatMessages(f, heard)
 				}
 			})
 		}
@@ -231,17 +287,25 @@ func deliver(b *testing.B, addr string, perSender int, pace time.Duration, serve
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 }
 
-// chatMessage picks the author and body out of a chat message's frame, as
-// the server writes it: {"author":"…","body":"…"}. Notices (arrivals and
-// the like) have no author, and are not chat messages.
-func chatMessage(f []byte) (author, body string, ok bool) {
-	rest, ok := strings.CutPrefix(string(f), `{"author":"`)
-	if !ok {
-		return "", "", false
+// chatMessages calls heard with the author and body of each chat message
+// in a frame, as the server writes them: [{"author":"…","body":"…"},…].
+// Notices (arrivals and the like) have no author, and are skipped. The
+// bodies here have no '"' in them.
+func chatMessages(f []byte, heard func(author, body string)) {
+	const start = `{"author":"`
+	rest := string(f)
+	for {
+		i := strings.Index(rest, start)
+		if i < 0 {
+			return
+		}
+		author, after, _ := strings.Cut(rest[i+len(start):], `","body":"`)
+		body, after, _ := strings.Cut(after, `"`)
+		if author != "" {
+			heard(author, body)
+		}
+		rest = after
 	}
-	author, rest, _ = strings.Cut(rest, `","body":"`)
-	body, _, _ = strings.Cut(rest, `"`)
-	return author, body, author != ""
 }
 
 // idleArgs run the program for idle clients: they are not disconnected
@@ -272,10 +336,10 @@ func wsJoin(addr string, i int) (io.Closer, error) {
 	if err := websocket.JSON.Send(ws, message{Body: name}); err != nil {
 		return ws, err
 	}
-	var m message
-	err = websocket.JSON.Receive(ws, &m)
-	if err == nil && m != (message{Event: "welcome", Body: name}) {
-		err = fmt.Errorf("expected a welcome, got %+v", m)
+	var ms []message
+	err = websocket.JSON.Receive(ws, &ms)
+	if err == nil && (len(ms) == 0 || ms[0] != message{Event: "welcome", Body: name}) {
+		err = fmt.Errorf("expected a welcome first, got %+v", ms)
 	}
 	return ws, err
 }

@@ -19,19 +19,16 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// The server writes its frames itself, many in one write, while
-// x/net/websocket answers pings on the same connection. A client that
-// pings all through a burst must get every message and every pong, each
-// frame whole and by the rules of RFC 6455, read here byte by byte.
+// The writers send their frames through x/net/websocket, while it answers
+// pings on the same connection from another goroutine. A client that pings
+// all through a burst must get every message and every pong, each frame
+// whole and by the rules of RFC 6455, read here byte by byte; every text
+// frame is a JSON array of messages.
 func TestFramesStayWholeWhilePingsAreAnswered(t *testing.T) {
 	chattest.Parallel(t)
 	addr := start(t, defaults)
 	pinger, talker := chattest.Name("pinger"), chattest.Name("talker")
-	raw := dialRaw(t, addr)
-	raw.send(t, 0x1, fmt.Sprintf(`{"body": %q}`, pinger))
-	op, payload := raw.next(t)
-	require.Equal(t, byte(0x1), op)
-	require.JSONEq(t, fmt.Sprintf(`{"author": "", "body": %q, "event": "welcome"}`, pinger), string(payload))
+	raw := joinRaw(t, addr, pinger)
 	tc := join(t, addr, talker)
 
 	const messages, pings = 200, 20
@@ -58,11 +55,13 @@ func TestFramesStayWholeWhilePingsAreAnswered(t *testing.T) {
 			require.Equal(t, fmt.Sprint("ping ", gotPongs), string(payload))
 			gotPongs++
 		case 0x1: // text
-			var m message
-			require.NoError(t, json.Unmarshal(payload, &m), "a frame that is not whole: %q", payload)
-			if m.Author == talker {
-				require.Equal(t, fmt.Sprint(gotMessages, text), m.Body)
-				gotMessages++
+			var ms []message
+			require.NoError(t, json.Unmarshal(payload, &ms), "a frame that is not whole, or not a JSON array: %q", payload)
+			for _, m := range ms {
+				if m.Author == talker {
+					require.Equal(t, fmt.Sprint(gotMessages, text), m.Body)
+					gotMessages++
+				}
 			}
 		default:
 			t.Fatalf("unexpected frame, opcode %#x: %q", op, payload)
@@ -71,10 +70,40 @@ func TestFramesStayWholeWhilePingsAreAnswered(t *testing.T) {
 	require.NoError(t, <-sent)
 }
 
+// The server answers a ping whenever it comes, even long after it last
+// wrote to the client: the deadline of its last write must not fail the
+// pong, and with it the connection.
+func TestAPingLongAfterTheLastWriteIsAnswered(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	raw := joinRaw(t, addr, chattest.Name("pinger"))
+	// The passage of time is what this test is about: the server's last
+	// write (the welcome) was more than writeTimeout ago.
+	time.Sleep(writeTimeout + time.Second)
+	raw.send(t, 0x9, "still there?")
+	op, payload, err := raw.tryNext()
+	require.NoError(t, err, "after %v of silence, a ping got no pong: the connection ended", writeTimeout+time.Second)
+	assert.Equal(t, byte(0xA), op, "after a ping, expected a pong, got opcode %#x: %q", op, payload)
+	assert.Equal(t, "still there?", string(payload))
+}
+
 // rawClient speaks WebSocket over a plain TCP connection.
 type rawClient struct {
 	conn net.Conn
 	in   *bufio.Reader
+}
+
+// joinRaw opens a WebSocket to addr by hand, and joins as name.
+func joinRaw(t *testing.T, addr, name string) *rawClient {
+	raw := dialRaw(t, addr)
+	raw.send(t, 0x1, fmt.Sprintf(`{"body": %q}`, name))
+	op, payload := raw.next(t)
+	require.Equal(t, byte(0x1), op)
+	var ms []message
+	require.NoError(t, json.Unmarshal(payload, &ms), "not a JSON array of messages: %q", payload)
+	require.NotEmpty(t, ms)
+	require.Equal(t, message{Event: "welcome", Body: name}, ms[0])
+	return raw
 }
 
 // dialRaw opens a WebSocket to addr by hand.
@@ -108,12 +137,24 @@ func (c *rawClient) send(t *testing.T, opcode byte, payload string) {
 
 // next reads a frame: it must be whole (FIN set) and unmasked.
 func (c *rawClient) next(t *testing.T) (opcode byte, payload []byte) {
-	require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(chattest.Timeout)))
-	var head [2]byte
-	_, err := io.ReadFull(c.in, head[:])
+	t.Helper()
+	opcode, payload, err := c.tryNext()
 	require.NoError(t, err)
-	assert.Equal(t, byte(0x80), head[0]&0xF0, "FIN set, no extension bits")
-	require.Zero(t, head[1]&0x80, "a server's frames are not masked")
+	return opcode, payload
+}
+
+// tryNext is next, reporting what went wrong instead of failing the test.
+func (c *rawClient) tryNext() (opcode byte, payload []byte, err error) {
+	if err := c.conn.SetReadDeadline(time.Now().Add(chattest.Timeout)); err != nil {
+		return 0, nil, err
+	}
+	var head [2]byte
+	if _, err := io.ReadFull(c.in, head[:]); err != nil {
+		return 0, nil, err
+	}
+	if head[0]&0xF0 != 0x80 || head[1]&0x80 != 0 {
+		return 0, nil, fmt.Errorf("a frame not whole (no FIN), with extension bits, or masked: %#x %#x", head[0], head[1])
+	}
 	n := uint64(head[1] & 0x7F)
 	switch n {
 	case 126:
@@ -125,10 +166,15 @@ func (c *rawClient) next(t *testing.T) (opcode byte, payload []byte) {
 		_, err = io.ReadFull(c.in, ext[:])
 		n = binary.BigEndian.Uint64(ext[:])
 	}
-	require.NoError(t, err)
-	require.Less(t, n, uint64(1<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	if n >= 1<<20 {
+		return 0, nil, fmt.Errorf("a frame of %d bytes: far more than the test sends", n)
+	}
 	payload = make([]byte, n)
-	_, err = io.ReadFull(c.in, payload)
-	require.NoError(t, err)
-	return head[0] & 0x0F, payload
+	if _, err := io.ReadFull(c.in, payload); err != nil {
+		return 0, nil, err
+	}
+	return head[0] & 0x0F, payload, nil
 }
