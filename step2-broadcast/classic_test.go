@@ -30,7 +30,7 @@ import (
 // Run with: go test -run '^$' -bench Burst -benchtime 1x ./step2-broadcast
 //
 // 100 clients are in the room; 10 of them send 500 lines each, as fast as
-// they can. Every client should receive all 5,000 lines: about 335 KB,
+// they can. Every client should receive all 5,000 lines: about 334 KB,
 // more than our 256 KiB budget (maxPending), which counts only what waits.
 // It reports the share of the deliveries that never arrived, and how many
 // of the 100 clients the server dropped; it fails if ours loses any. Run
