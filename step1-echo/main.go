@@ -1,8 +1,8 @@
 // Step 1: a TCP server that prints every line its clients send.
 //
 // Run it with `go run ./step1-echo`, and `go run ./netcat` in other
-// terminals. This file is the lesson; accept.go, lines.go and sanitize.go
-// hold what every step shares (see docs/shared.md).
+// terminals. This file is the lesson; the others hold what every step
+// shares (see docs/shared.md).
 package main
 
 import (
@@ -20,7 +20,6 @@ import (
 func main() {
 	addr := flag.String("addr", "localhost:8000", "address to listen on")
 	flag.Parse()
-
 	// Ctrl-C (SIGINT) or SIGTERM cancels ctx, which tells serve to stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
