@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"net"
 	"os"
@@ -93,8 +92,7 @@ type message struct {
 	Event  string `json:"event,omitempty"`
 }
 
-// encode turns m into JSON and a comma, once for all its readers: a writer
-// sends the messages waiting in its outbox as one JSON array (see wsConn).
+// encode turns m into JSON and a comma, once for all its readers (wsConn).
 func encode(m message) string {
 	b, _ := json.Marshal(m) // never fails: a struct of strings
 	return string(append(b, ','))
@@ -266,7 +264,9 @@ type wsConn struct{ *websocket.Conn }
 func (c wsConn) Write(batch []byte) (int, error) {
 	array := buffers.Get().(*bytes.Buffer)
 	defer func() { array.Reset(); buffers.Put(array) }()
-	fmt.Fprintf(array, "[%s]", batch[:len(batch)-1]) // without the last comma
+	array.WriteByte('[')
+	array.Write(batch[:len(batch)-1]) // all but the last comma
+	array.WriteByte(']')
 	if _, err := c.Conn.Write(array.Bytes()); err != nil {
 		return 0, err
 	}
