@@ -115,8 +115,8 @@ type client struct {
 // broadcaster is the only goroutine that touches the set of clients, so the
 // set needs no lock: the others ask for changes through the room's channels,
 // and it handles one request at a time. Newcomers get the last keep messages.
-func (r *room) broadcaster(done chan<- struct{}, keep int) {
-	defer close(done)
+func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
+	defer close(stopped)
 	clients := make(map[string]*client)
 	var history []string // the last keep messages, oldest first
 	for {
@@ -240,8 +240,8 @@ func (r *room) join(cli *client, input *frames) bool {
 // writer is the only goroutine that writes to the client's connection. It
 // sends everything waiting in the outbox with one write, until the outbox
 // is closed and empty or a write fails; then it hangs up.
-func (c *client) writer(done chan<- struct{}) {
-	defer close(done)
+func (c *client) writer(written chan<- struct{}) {
+	defer close(written)
 	defer c.conn.Close() // which ends handleConn's Scan too
 	for {
 		batch, ok := c.out.take()
