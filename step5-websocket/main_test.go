@@ -368,7 +368,12 @@ func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
 	require.True(t, dropped, "the stuck client was never dropped")
 }
 
+// Five hundred clients in the room at once: each gets the history, all
+// hear ten of them talk, and all leave. They join and catch up
+// chattest.AtOnce at a time, so that no one wait has to outlast the whole
+// room's work.
 func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
+	// Not parallel: the other tests' waits need not allow for its load.
 	if testing.Short() {
 		t.Skip("slow: -short")
 	}
@@ -378,31 +383,34 @@ func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
 	first.send("history")
 	first.expect(says(first.name, "history"))
 	clients := make([]*wsClient, n)
-	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
 		c, err := tryDial(t, addr, "http://"+addr)
 		if err != nil {
-			return err
+			return fmt.Errorf("client %d, handshake: %w", i, err)
 		}
 		c.name = chattest.Name("c")
 		clients[i] = c
 		if err := websocket.JSON.Send(c.ws, message{Body: c.name}); err != nil {
-			return err
+			return fmt.Errorf("client %d (%s), sending its name: %w", i, c.name, err)
 		}
 		if err := c.tryUntil(message{Event: "welcome", Body: c.name}); err != nil {
-			return err
+			return fmt.Errorf("client %d, joining: %w", i, err)
 		}
-		return c.tryUntil(says(first.name, "history"))
+		if err := c.tryUntil(says(first.name, "history")); err != nil {
+			return fmt.Errorf("client %d, reading the history: %w", i, err)
+		}
+		return nil
 	}))
 	// Ten of them talk; everyone hears all ten.
 	for _, c := range clients[:10] {
 		require.NoError(t, websocket.JSON.Send(c.ws, message{Body: "hello"}))
 	}
-	require.NoError(t, chattest.Concurrently(n, func(i int) error {
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
 		heard := map[string]bool{}
 		for len(heard) < 10 { // from ten connections: in any order
 			m, err := clients[i].tryNext()
 			if err != nil {
-				return fmt.Errorf("%s heard %d hellos, then %w", clients[i].name, len(heard), err)
+				return fmt.Errorf("client %d (%s) heard %d of 10 hellos, then %w", i, clients[i].name, len(heard), err)
 			}
 			if m.Body == "hello" {
 				heard[m.Author] = true
@@ -415,7 +423,7 @@ func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
 	}
 	left := 0
 	for left < n {
-		if m := first.next("the others leaving"); m.Event == "left" {
+		if m := first.next(fmt.Sprintf("departure %d of %d", left+1, n)); m.Event == "left" {
 			left++
 		}
 	}
