@@ -31,7 +31,7 @@ type Protocol struct {
 
 // FanOut measures delivery: clients connected, senders of them sending
 // perSender lines of about 64 bytes each per b.N, each as fast as its own
-// echoes come back (at most window unanswered). Every line must reach every
+// echoes come back (at most 64 unanswered). Every line must reach every
 // client. With naive set, the server's connections write one line per
 // system call: the same server, without batched writes.
 func FanOut(b *testing.B, p Protocol, clients, senders, perSender int, naive bool) {

@@ -61,7 +61,8 @@ func Start(t testing.TB, serve func(context.Context, net.Listener) error) string
 	return StartOn(t, ln, serve)
 }
 
-// StartOn is Start with the test's own listener, never in classroom mode.
+// StartOn is Start with the test's own listener. It ignores CHAT_ADDR and
+// always starts serve in this process: callers call InProcess first.
 func StartOn(t testing.TB, ln net.Listener, serve func(context.Context, net.Listener) error) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,8 +224,8 @@ func (c *Client) TryUntil(want string) ([]string, error) {
 	}
 }
 
-// ExpectClosed checks that the server closes the connection, with no more
-// lines before it, within Timeout.
+// ExpectClosed checks that the server closes the connection within Timeout,
+// with no whole line before it (a partial line without "\n" is allowed).
 func (c *Client) ExpectClosed() {
 	c.t.Helper()
 	line, err := c.ReadLine()
@@ -272,8 +273,9 @@ var (
 )
 
 // Name returns base with a number and this run's mark after it, a name no
-// other call returns, so that tests sharing one server (classroom mode)
-// never ask for the same username. The name is one of the current test's
+// other call in this run returns, so that tests sharing one server
+// (classroom mode) never ask for the same username; the random mark makes
+// a clash with an earlier run's names unlikely. The name is one of the current test's
 // peers.
 func Name(base string) string {
 	name := fmt.Sprintf("%s%dx%s", base, names.Add(1), run)
