@@ -129,7 +129,7 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// never its own arrival.
 				cli.out.put(encode(message{Event: "welcome", Body: cli.name}))
 				for _, msg := range history {
-					cli.out.put(msg)
+					cli.out.put(msg) // refused past maxPending: see exercise 3
 				}
 				broadcast(clients, encode(message{Event: "arrived", Body: cli.name}))
 				clients[cli.name] = cli
