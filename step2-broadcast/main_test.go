@@ -394,6 +394,7 @@ func TestProgramStopsCleanlyOnSIGTERM(t *testing.T) {
 }
 
 func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
+	chattest.OwnCode(t)
 	for in, want := range map[string]string{
 		"":                  "",
 		"plain text":        "plain text",

@@ -537,6 +537,7 @@ func TestProgramStopsCleanlyOnSIGTERM(t *testing.T) {
 }
 
 func TestCheckName(t *testing.T) {
+	chattest.OwnCode(t)
 	for name, ok := range map[string]bool{
 		"ana": true, "Ana_B-2": true, "٣": true, "नमस्ते": true, "12345678901234567890": true,
 		"": false, "123456789012345678901": false, "a.b": false, "a\tb": false, "<b>": false,
@@ -546,6 +547,7 @@ func TestCheckName(t *testing.T) {
 }
 
 func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
+	chattest.OwnCode(t)
 	for in, want := range map[string]string{
 		"":                  "",
 		"plain text":        "plain text",

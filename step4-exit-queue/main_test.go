@@ -350,6 +350,7 @@ func TestIdleClientIsToldAndDisconnected(t *testing.T) {
 
 // The same with the default -idle of five minutes, on synctest's fake clock.
 func TestSilentForFiveMinutesMeansIdle(t *testing.T) {
+	chattest.InProcess(t)
 	synctest.Test(t, func(t *testing.T) {
 		ln := chattest.NewPipeListener()
 		ctx, cancel := context.WithCancel(t.Context())
@@ -657,6 +658,7 @@ func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
 // net.Pipe, which has no buffer, its writer is blocked from the first
 // prompt; without the bound, synctest would report a deadlock.
 func TestShutdownWaitsAtMostWriteTimeoutForAStuckClient(t *testing.T) {
+	chattest.InProcess(t)
 	synctest.Test(t, func(t *testing.T) {
 		ln := chattest.NewPipeListener()
 		ctx, cancel := context.WithCancel(t.Context())
@@ -673,6 +675,7 @@ func TestShutdownWaitsAtMostWriteTimeoutForAStuckClient(t *testing.T) {
 }
 
 func TestCheckName(t *testing.T) {
+	chattest.OwnCode(t)
 	for name, ok := range map[string]bool{
 		"ana": true, "Ana_B-2": true, "٣": true, "नमस्ते": true, "12345678901234567890": true,
 		"": false, "123456789012345678901": false, "a.b": false, "a\tb": false, "<b>": false,
@@ -682,6 +685,7 @@ func TestCheckName(t *testing.T) {
 }
 
 func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
+	chattest.OwnCode(t)
 	for in, want := range map[string]string{
 		"":                  "",
 		"plain text":        "plain text",
