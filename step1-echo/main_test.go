@@ -20,6 +20,16 @@ import (
 
 func TestMain(m *testing.M) { chattest.Main(m, main) }
 
+// Step 1's server answers nothing: every test here reads what it prints
+// on its own standard output, which only a server in the test process
+// gives. In classroom mode the run fails, instead of passing with every
+// test skipped and nothing graded.
+func TestStep1IsGradedOnlyInProcess(t *testing.T) {
+	if addr := chattest.ClassroomAddr(); addr != "" {
+		t.Fatalf("classroom mode (CHAT_ADDR=%s) cannot grade step 1: its tests read the server's standard output; nothing was graded", addr)
+	}
+}
+
 // start runs the server for the test and returns its address and what it
 // prints, one line at a time. Step 1 sends nothing back to clients, so
 // every test here watches the server's output and needs it in-process.
