@@ -15,20 +15,6 @@ import (
 	"gochat-steps/internal/chattest"
 )
 
-// expectAfter reads c's next line and checks it is want; if it is not, the
-// test fails saying what was sent, what was expected and why, and what
-// arrived instead.
-func expectAfter(t *testing.T, c *chattest.Client, sent, want, why string) {
-	t.Helper()
-	got, err := c.ReadLine()
-	if err != nil {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Addr(), want, why, err)
-	}
-	if got != want {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Addr(), want, why, got)
-	}
-}
-
 // Exercise 1: /who tells the client who asked, and only it, who is in the
 // room: "in the room: " and the addresses, sorted, between ", ".
 func TestExercise1WhoTellsTheAskerWhoIsInTheRoom(t *testing.T) {
@@ -41,17 +27,17 @@ func TestExercise1WhoTellsTheAskerWhoIsInTheRoom(t *testing.T) {
 	bob.Send("/who")
 	names := []string{ana.Addr(), bob.Addr()}
 	slices.Sort(names)
-	expectAfter(t, bob, "/who", "in the room: "+strings.Join(names, ", "),
+	bob.ExpectAfter("/who", "in the room: "+strings.Join(names, ", "),
 		"the asker is told who is in the room, itself included")
 	bob.Send("hi")
-	expectAfter(t, ana, "/who then hi", bob.Addr()+": hi",
+	ana.ExpectAfter("/who then hi", bob.Addr()+": hi",
 		"the question and its answer are for the asker alone: ana hears only bob's hi")
 	bob.Expect(bob.Addr() + ": hi")
 
 	ana.Close()
 	bob.Expect(ana.Addr() + " has left")
 	bob.Send("/who")
-	expectAfter(t, bob, "/who", "in the room: "+bob.Addr(), "ana has left: bob is alone")
+	bob.ExpectAfter("/who", "in the room: "+bob.Addr(), "ana has left: bob is alone")
 }
 
 // Exercise 2: "/msg <address> <text>" reaches that client alone, as
@@ -70,19 +56,19 @@ func TestExercise2MsgReachesOneClientAlone(t *testing.T) {
 	sent := "/msg " + bob.Addr() + " psst, bob"
 	ana.Send(sent)
 	private := ana.Addr() + " (private): psst, bob"
-	expectAfter(t, bob, sent, private, "bob is the one it is for")
-	expectAfter(t, ana, sent, private, "the sender sees what it sent, as it does in public")
+	bob.ExpectAfter(sent, private, "bob is the one it is for")
+	ana.ExpectAfter(sent, private, "the sender sees what it sent, as it does in public")
 	ana.Send("hello all")
-	expectAfter(t, cat, sent+" then hello all", ana.Addr()+": hello all",
+	cat.ExpectAfter(sent+" then hello all", ana.Addr()+": hello all",
 		"the private message was not for cat: cat hears only what ana said in public")
 
 	nobody := "192.0.2.1:9" // an address no client here can have
 	sent = "/msg " + nobody + " anyone?"
 	cat.Send(sent)
-	expectAfter(t, cat, sent, "no one here is called "+nobody, "nobody has that address")
+	cat.ExpectAfter(sent, "no one here is called "+nobody, "nobody has that address")
 	cat.Send("ok")
-	expectAfter(t, bob, sent+" then ok", ana.Addr()+": hello all", "bob's lines so far")
-	expectAfter(t, bob, sent+" then ok", cat.Addr()+": ok", "a private message to nobody reaches nobody")
+	bob.ExpectAfter(sent+" then ok", ana.Addr()+": hello all", "bob's lines so far")
+	bob.ExpectAfter(sent+" then ok", cat.Addr()+": ok", "a private message to nobody reaches nobody")
 }
 
 // Exercise 3: when the server drops a client that does not read, the
@@ -119,7 +105,7 @@ func TestExercise3TheRoomHearsWhyAClientWasDropped(t *testing.T) {
 						stuck.Addr(), i+100, want, line)
 				}
 				talker.Close()
-				expectAfter(t, listener, "(nothing: the talker hung up)", talker.Addr()+" has left",
+				listener.ExpectAfter("(nothing: the talker hung up)", talker.Addr()+" has left",
 					"a client that hangs up itself just has left")
 				return
 			}

@@ -13,20 +13,6 @@ import (
 	"gochat-steps/internal/chattest"
 )
 
-// expectAfter reads c's next line and checks it is want; if it is not, the
-// test fails saying what was sent, what was expected and why, and what
-// arrived instead.
-func expectAfter(t *testing.T, c *chattest.Client, sent, want, why string) {
-	t.Helper()
-	got, err := c.ReadLine()
-	if err != nil {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Addr(), want, why, err)
-	}
-	if got != want {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Addr(), want, why, got)
-	}
-}
-
 // Exercise 1: a name is taken whatever its case, since "Ana" and "ana"
 // look like the same person.
 func TestExercise1NamesDifferingOnlyInCaseAreTaken(t *testing.T) {
@@ -40,13 +26,13 @@ func TestExercise1NamesDifferingOnlyInCaseAreTaken(t *testing.T) {
 	c.ExpectText(prompt)
 	for _, name := range []string{strings.ToUpper(ana), "A" + ana[1:]} {
 		c.Send(name)
-		expectAfter(t, c, name, "name is taken", ana+" is in the room, and a name differing only in case is the same name")
+		c.ExpectAfter(name, "name is taken", ana+" is in the room, and a name differing only in case is the same name")
 		c.ExpectText(prompt)
 	}
 	a.Close()
 	b.Expect(ana + " has left")
 	c.Send(strings.ToUpper(ana))
-	expectAfter(t, c, strings.ToUpper(ana), "welcome "+strings.ToUpper(ana),
+	c.ExpectAfter(strings.ToUpper(ana), "welcome "+strings.ToUpper(ana),
 		ana+" has left, so the name is free again, in any case")
 }
 
@@ -60,7 +46,7 @@ func TestExercise2ATakenNameComesWithASuggestion(t *testing.T) {
 	c := chattest.Dial(t, addr)
 	c.ExpectText(prompt)
 	c.Send(ana)
-	expectAfter(t, c, ana, "name is taken, try "+ana+"3",
+	c.ExpectAfter(ana, "name is taken, try "+ana+"3",
 		ana+" and "+ana+"2 are in the room: "+ana+"3 is the first free name after them")
 	c.ExpectText(prompt)
 	c.Send(ana + "3")
@@ -74,7 +60,7 @@ func TestExercise2ATakenNameComesWithASuggestion(t *testing.T) {
 	d := chattest.Dial(t, addr)
 	d.ExpectText(prompt)
 	d.Send(long)
-	expectAfter(t, d, long, "name is taken", "a suggestion must be a valid name, and "+long+"2 is too long")
+	d.ExpectAfter(long, "name is taken", "a suggestion must be a valid name, and "+long+"2 is too long")
 }
 
 // Exercise 3: /nick changes a client's name, if the new one is valid and
@@ -89,11 +75,11 @@ func TestExercise3NickChangesAName(t *testing.T) {
 
 	a.Send("/nick " + anita)
 	for _, c := range []*chattest.Client{a, b} {
-		expectAfter(t, c, "/nick "+anita, ana+" is now "+anita, "everyone in the room, the renamed included, is told")
+		c.ExpectAfter("/nick "+anita, ana+" is now "+anita, "everyone in the room, the renamed included, is told")
 	}
 	a.Send("hi")
 	for _, c := range []*chattest.Client{a, b} {
-		expectAfter(t, c, "hi", anita+" says: hi", "lines carry the new name")
+		c.ExpectAfter("hi", anita+" says: hi", "lines carry the new name")
 	}
 
 	// The old name is free again; the new one is taken.
@@ -101,16 +87,16 @@ func TestExercise3NickChangesAName(t *testing.T) {
 	a.Expect(ana + " has arrived")
 	b.Expect(ana + " has arrived")
 	b.Send("/nick " + anita)
-	expectAfter(t, b, "/nick "+anita, "name is taken", anita+" is in the room: only its sender is told")
+	b.ExpectAfter("/nick "+anita, "name is taken", anita+" is in the room: only its sender is told")
 	b.Send("/nick no spaces")
-	expectAfter(t, b, "/nick no spaces", "name has a character that is not allowed: ' ' (use letters, digits, _ or -)",
+	b.ExpectAfter("/nick no spaces", "name has a character that is not allowed: ' ' (use letters, digits, _ or -)",
 		"a new name follows the same rules as the first")
 	b.Send("still " + bob)
 	for _, c := range []*chattest.Client{a, b, newAna} {
-		expectAfter(t, c, "still "+bob, bob+" says: still "+bob, "a refused /nick changes nothing, and nobody else hears of it")
+		c.ExpectAfter("still "+bob, bob+" says: still "+bob, "a refused /nick changes nothing, and nobody else hears of it")
 	}
 
 	// The room knows the client by its new name when it leaves.
 	a.Close()
-	expectAfter(t, b, "(nothing: "+anita+" hung up)", anita+" has left", "the broadcaster's set of clients has the new name")
+	b.ExpectAfter("(nothing: "+anita+" hung up)", anita+" has left", "the broadcaster's set of clients has the new name")
 }

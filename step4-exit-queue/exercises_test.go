@@ -20,20 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// expectAfter reads c's next line and checks it is want; if it is not, the
-// test fails saying what was sent, what was expected and why, and what
-// arrived instead.
-func expectAfter(t *testing.T, c *chattest.Client, sent, want, why string) {
-	t.Helper()
-	got, err := c.ReadLine()
-	if err != nil {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Addr(), want, why, err)
-	}
-	if got != want {
-		t.Fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Addr(), want, why, got)
-	}
-}
-
 // Exercise 1: "/quit some words" leaves, and the others see the words.
 func TestExercise1QuitMayLeaveLastWords(t *testing.T) {
 	chattest.Parallel(t)
@@ -49,7 +35,7 @@ func TestExercise1QuitMayLeaveLastWords(t *testing.T) {
 		b := join(t, addr, bob)
 		a.Expect(bob + " has arrived")
 		b.Send(tc.sent)
-		expectAfter(t, a, tc.sent, bob+" left the chat"+tc.shown, "the others see what came after /quit")
+		a.ExpectAfter(tc.sent, bob+" left the chat"+tc.shown, "the others see what came after /quit")
 		b.ExpectClosed()
 	}
 	a.Send("/quitter is not /quit")
@@ -70,16 +56,16 @@ func TestExercise2KickSendsAClientOut(t *testing.T) {
 	b.Expect(cleo + " has arrived")
 
 	a.Send("/kick " + bob)
-	expectAfter(t, b, "/kick "+bob, "kicked by "+ana, "the kicked client is told who kicked it")
+	b.ExpectAfter("/kick "+bob, "kicked by "+ana, "the kicked client is told who kicked it")
 	b.ExpectClosed()
 	for _, cl := range []*chattest.Client{a, c} {
-		expectAfter(t, cl, "/kick "+bob, bob+" left the chat", "the others see it leave, as for any way out")
+		cl.ExpectAfter("/kick "+bob, bob+" left the chat", "the others see it leave, as for any way out")
 	}
 	a.Send("/kick nobody")
-	expectAfter(t, a, "/kick nobody", "no one here is called nobody", "only the kicker is told")
+	a.ExpectAfter("/kick nobody", "no one here is called nobody", "only the kicker is told")
 	a.Send("and then?")
 	for _, cl := range []*chattest.Client{a, c} {
-		expectAfter(t, cl, "and then?", ana+" says: and then?", "each way out is announced once, and /kick is not chat")
+		cl.ExpectAfter("and then?", ana+" says: and then?", "each way out is announced once, and /kick is not chat")
 	}
 }
 

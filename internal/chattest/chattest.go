@@ -197,6 +197,20 @@ func (c *Client) Expect(want string) {
 	}
 }
 
+// ExpectAfter is Expect with the story told: it reads the next line and
+// checks it is want; if not, the test fails saying what was sent, what was
+// expected and why, and what arrived instead. The exercises' checks use it.
+func (c *Client) ExpectAfter(sent, want, why string) {
+	c.t.Helper()
+	got, err := c.ReadLine()
+	if err != nil {
+		c.t.Fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Addr(), want, why, err)
+	}
+	if got != want {
+		c.t.Fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Addr(), want, why, got)
+	}
+}
+
 // ExpectText reads exactly len(want) bytes, for text without a line ending
 // such as a prompt, and checks they are want.
 func (c *Client) ExpectText(want string) {
@@ -285,8 +299,8 @@ var (
 // Name returns base with a number and this run's mark after it, a name no
 // other call in this run returns, so that tests sharing one server
 // (classroom mode) never ask for the same username; the random mark makes
-// a clash with an earlier run's names unlikely. The name is one of the current test's
-// peers.
+// a clash with an earlier run's names unlikely. The name is one of the
+// current test's peers.
 func Name(base string) string {
 	name := fmt.Sprintf("%s%dx%s", base, names.Add(1), run)
 	knowPeer(name)

@@ -104,8 +104,7 @@ func ConcurrentlyAtMost(n, limit int, f func(i int) error) error {
 // TalkUntil sends numbered lines from c, ten at a time, reading everything
 // the server sends it, until stop is closed. It returns every line it
 // received, in order, and an error if it sent most lines and was never
-// told to stop. echo(text) is the line the
-// server sends back for text.
+// told to stop. echo(text) is the line the server sends back for text.
 func (c *Client) TalkUntil(stop <-chan struct{}, most int, echo func(text string) string) ([]string, error) {
 	var got []string
 	for i := 0; i < most; i += 10 {

@@ -86,7 +86,7 @@ func (l *serverLog) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n--- The servers in this test process logged these lines (all tests, in order).\n"+
 		"--- Many tests make a server log on purpose (accept errors, clients dropped\n"+
-		"--- for not reading, write timeouts): a line here is not in itself a failure.\n%s", l.buf.Bytes())
+		"--- for not reading): a line here is not in itself a failure.\n%s", l.buf.Bytes())
 	if l.dropped > 0 {
 		fmt.Fprintf(w, "--- (and %d bytes more, not kept)\n", l.dropped)
 	}
