@@ -27,6 +27,11 @@ var steps = []struct {
 	{"step5-websocket", 280},
 }
 
+// maxRatio bounds a step's non-test Go files, in lines, against its
+// main.go: the lesson stays the bulk of what a learner reads, while the
+// defences every step shares (explained once, in docs/shared.md) grow.
+const maxRatio = 2.5
+
 // shared are the files the steps share, explained once in docs/shared.md.
 var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go"}
 
@@ -55,9 +60,9 @@ func TestMainGoStaysWithinItsBudget(t *testing.T) {
 				names = append(names, filepath.Base(f))
 			}
 		}
-		assert.LessOrEqual(t, float64(total), 1.8*float64(main),
-			"%s: its non-test Go files (%s) have %d lines, more than 1.8 times main.go's %d",
-			s.dir, strings.Join(names, ", "), total, main)
+		assert.LessOrEqual(t, float64(total), maxRatio*float64(main),
+			"%s: its non-test Go files (%s) have %d lines, more than %v times main.go's %d",
+			s.dir, strings.Join(names, ", "), total, maxRatio, main)
 	}
 }
 
