@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	natsTimeout = 5 * time.Second  // for one request to NATS: past that, NATS is lost
+	nameLease   = 15 * time.Second // a name held by a server that stopped renewing it is freed after this
+)
+
+// connectNATS connects to the NATS at url or, if url is "", to a NATS
+// server with JetStream that it starts inside this process, storing the
+// stream in store (a temporary directory if ""), and listening for other
+// servers at listen (for nobody if ""). done closes the connection and
+// stops the NATS server it started, if any.
+func connectNATS(url, listen, store string) (nc *nats.Conn, done func(), err error) {
+	if url != "" {
+		nc, err = nats.Connect(url, nats.Name("gochat"), nats.NoReconnect())
+		return nc, func() { nc.Close() }, err
+	}
+	ns, stop, err := embedNATS(listen, store)
+	if err != nil {
+		return nil, nil, err
+	}
+	if nc, err = nats.Connect("", nats.InProcessServer(ns), nats.NoReconnect()); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if listen != "" {
+		log.Printf("NATS: other servers can join with -nats %s", ns.ClientURL())
+	}
+	return nc, func() { nc.Close(); stop() }, nil
+}
+
+// embedNATS starts a NATS server with JetStream in this process. stop shuts
+// it down, waits until it has, and removes the store if it made it.
+func embedNATS(listen, store string) (ns *server.Server, stop func(), err error) {
+	opts := &server.Options{ServerName: "gochat", JetStream: true, StoreDir: store, NoSigs: true}
+	if listen == "" {
+		opts.DontListen = true // reached only through nats.InProcessServer
+	} else {
+		host, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-nats-listen: %w", err)
+		}
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, nil, fmt.Errorf("-nats-listen: %w", err)
+		}
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+	}
+	removeStore := func() {}
+	if store == "" {
+		if opts.StoreDir, err = os.MkdirTemp("", "gochat-nats-"); err != nil {
+			return nil, nil, err
+		}
+		removeStore = func() { os.RemoveAll(opts.StoreDir) }
+	}
+	if ns, err = server.NewServer(opts); err != nil {
+		removeStore()
+		return nil, nil, err
+	}
+	stop = func() { ns.Shutdown(); ns.WaitForShutdown(); removeStore() }
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		stop()
+		return nil, nil, errors.New("the embedded NATS server did not start")
+	}
+	return ns, stop, nil
+}
+
+// cluster is a server's part of the room in NATS: the stream that orders
+// what is said, arrivals and departures, and the bucket that holds every
+// server's names.
+type cluster struct {
+	js       jetstream.JetStream
+	feed     jetstream.MessagesContext // the stream, from its oldest message on
+	last     uint64                    // the stream's last message when the feed started
+	caughtUp chan struct{}             // closed once the feed has given that one
+	names    jetstream.KeyValue
+	mu       sync.Mutex
+	held     map[string]uint64  // this server's names, and their revisions in the bucket
+	arriving map[string]*client // this server's newcomers, by their arrival's id
+	closed   chan struct{}      // closed by close: the feed and the renewal stop
+	renewed  chan struct{}      // closed by renew when it is done
+}
+
+// openCluster creates or joins the room's stream, which keeps the newest
+// history messages (and as many arrivals and departures), and the names
+// bucket. If the connection to NATS is lost, it calls lost.
+func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(error)) (*cluster, error) {
+	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { lost(fmt.Errorf("lost NATS: %v", err)) })
+	nc.SetClosedHandler(func(*nats.Conn) { lost(errors.New("lost NATS: connection closed")) })
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              "ROOM",
+		Subjects:          []string{"room.*"},
+		MaxMsgsPerSubject: int64(max(history, 1)),
+		Storage:           jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the room's stream: %w", err)
+	}
+	names, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "names", TTL: nameLease})
+	if err != nil {
+		return nil, fmt.Errorf("the names bucket: %w", err)
+	}
+	// An ordered consumer gives every message once, in the stream's
+	// order, with no gap: if one goes missing, it starts again after the
+	// last one it gave.
+	consumer, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{js: js, last: stream.CachedInfo().State.LastSeq, caughtUp: make(chan struct{}),
+		names: names, held: make(map[string]uint64), arriving: make(map[string]*client), closed: make(chan struct{}), renewed: make(chan struct{})}
+	if c.last == 0 || stream.CachedInfo().State.Msgs == 0 {
+		close(c.caughtUp)
+	}
+	if c.feed, err = consumer.Messages(); err != nil {
+		return nil, err
+	}
+	go c.renew()
+	return c, nil
+}
+
+// publish sends m to the stream, and returns once the stream has stored
+// it: it is then in the history, whatever happens to this server.
+func (c *cluster) publish(m message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
+	defer cancel()
+	kind := m.Event
+	if kind == "" {
+		kind = "said"
+	}
+	msg := nats.NewMsg("room." + kind)
+	msg.Data, _ = json.Marshal(m) // never fails: a struct of strings
+	if m.newcomer != nil {
+		// next finds the newcomer by an id that no server uses twice.
+		id := rand.Text()
+		msg.Header.Set(newcomerHeader, id)
+		c.mu.Lock()
+		c.arriving[id] = m.newcomer
+		c.mu.Unlock()
+	}
+	_, err := c.js.PublishMsg(ctx, msg)
+	return err
+}
+
+// newcomerHeader holds, on an arrival, the id of the newcomer.
+const newcomerHeader = "Chat-Newcomer"
+
+// next waits for the stream's next message. It fails once close is called
+// (jetstream.ErrMsgIteratorClosed) or if NATS is lost.
+func (c *cluster) next() (message, error) {
+	for {
+		msg, err := c.feed.Next()
+		if err != nil {
+			return message{}, err
+		}
+		meta, err := msg.Metadata()
+		if err == nil && meta.Sequence.Stream >= c.last {
+			c.markCaughtUp()
+		}
+		var m message
+		if err := json.Unmarshal(msg.Data(), &m); err != nil {
+			log.Printf("the stream holds a message that is not ours (%s): %v", msg.Subject(), err)
+			continue
+		}
+		if id := msg.Headers().Get(newcomerHeader); id != "" {
+			c.mu.Lock()
+			m.newcomer = c.arriving[id] // nil if it arrived on another server
+			delete(c.arriving, id)
+			c.mu.Unlock()
+		}
+		return m, nil
+	}
+}
+
+func (c *cluster) markCaughtUp() {
+	select {
+	case <-c.caughtUp:
+	default:
+		close(c.caughtUp)
+	}
+}
+
+// claim takes name in the bucket for this server, unless another client,
+// on any server, has it: then it reports false.
+func (c *cluster) claim(name string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
+	defer cancel()
+	rev, err := c.names.Create(ctx, key(name), nil)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lost NATS: %w", err)
+	}
+	c.mu.Lock()
+	c.held[name] = rev
+	c.mu.Unlock()
+	return true, nil
+}
+
+// release gives name back.
+func (c *cluster) release(name string) {
+	c.mu.Lock()
+	delete(c.held, name)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
+	defer cancel()
+	if err := c.names.Delete(ctx, key(name)); err != nil {
+		log.Printf("%s: not released, so held until it expires: %v", name, err)
+	}
+}
+
+// renew keeps this server's names from expiring, until close. A server
+// that dies stops renewing: its names are freed within nameLease.
+func (c *cluster) renew() {
+	defer close(c.renewed)
+	tick := time.NewTicker(nameLease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-tick.C:
+		}
+		c.mu.Lock()
+		held := make(map[string]uint64, len(c.held))
+		for name, rev := range c.held {
+			held[name] = rev
+		}
+		c.mu.Unlock()
+		for name, rev := range held {
+			ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
+			// Update, not Put: it fails if the name was released meanwhile.
+			rev, err := c.names.Update(ctx, key(name), nil, rev)
+			cancel()
+			c.mu.Lock()
+			if _, ok := c.held[name]; ok && err == nil {
+				c.held[name] = rev
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// close stops the feed (next fails) and the renewal of names.
+func (c *cluster) close() {
+	c.feed.Stop()
+	close(c.closed)
+	<-c.renewed
+}
+
+// key is name as a key of the bucket, whose keys are plain ASCII.
+func key(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
