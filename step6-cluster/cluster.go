@@ -22,6 +22,9 @@ import (
 const (
 	natsTimeout = 5 * time.Second  // for one request to NATS: past that, NATS is lost
 	nameLease   = 15 * time.Second // a name held by a server that stopped renewing it is freed after this
+	// slack is how many messages, beyond the history, the stream keeps for
+	// servers that are behind: one further behind has lost the room.
+	slack = 10000
 )
 
 // connectNATS connects to the NATS at url or, if url is "", to a NATS
@@ -94,6 +97,7 @@ type cluster struct {
 	js       jetstream.JetStream
 	feed     jetstream.MessagesContext // the stream, from its oldest message on
 	last     uint64                    // the stream's last message when the feed started
+	given    uint64                    // the last message next gave
 	caughtUp chan struct{}             // closed once the feed has given that one
 	names    jetstream.KeyValue
 	mu       sync.Mutex
@@ -104,9 +108,10 @@ type cluster struct {
 }
 
 // openCluster creates or joins the room's stream, which keeps the newest
-// history messages (and as many arrivals and departures), and the names
+// history+slack messages (said, arrivals and departures), and the names
 // bucket. If the connection to NATS is lost, it calls lost.
 func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(error)) (*cluster, error) {
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Printf("NATS: %v", err) })
 	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { lost(fmt.Errorf("lost NATS: %v", err)) })
 	nc.SetClosedHandler(func(*nats.Conn) { lost(errors.New("lost NATS: connection closed")) })
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
@@ -116,10 +121,10 @@ func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(erro
 		return nil, err
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              "ROOM",
-		Subjects:          []string{"room.*"},
-		MaxMsgsPerSubject: int64(max(history, 1)),
-		Storage:           jetstream.FileStorage,
+		Name:     "ROOM",
+		Subjects: []string{"room.*"},
+		MaxMsgs:  int64(history + slack),
+		Storage:  jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("the room's stream: %w", err)
@@ -140,7 +145,7 @@ func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(erro
 	if c.last == 0 || stream.CachedInfo().State.Msgs == 0 {
 		close(c.caughtUp)
 	}
-	if c.feed, err = consumer.Messages(); err != nil {
+	if c.feed, err = consumer.Messages(jetstream.PullMaxMessages(4096)); err != nil {
 		return nil, err
 	}
 	go c.renew()
@@ -182,7 +187,18 @@ func (c *cluster) next() (message, error) {
 			return message{}, err
 		}
 		meta, err := msg.Metadata()
-		if err == nil && meta.Sequence.Stream >= c.last {
+		if err != nil {
+			return message{}, err
+		}
+		// Past what the stream held when the feed started, no message may
+		// be missing: one the stream dropped before this server read it
+		// (it was more than slack messages behind) is lost to its clients.
+		seq := meta.Sequence.Stream
+		if seq > c.last+1 && seq != c.given+1 {
+			return message{}, fmt.Errorf("fell behind the stream: messages %d to %d are gone", max(c.given, c.last)+1, seq-1)
+		}
+		c.given = seq
+		if seq >= c.last {
 			c.markCaughtUp()
 		}
 		var m message

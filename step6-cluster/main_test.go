@@ -415,3 +415,56 @@ func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
 	a.expect(message{Event: "bye", Body: "server is shutting down"})
 	a.expectClosed()
 }
+
+func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	_, s := startCluster(t, 1, defaults)
+	addr := s[0].addr
+	const n = 500
+	first := join(t, addr, chattest.Name("first"))
+	clients := make([]*wsClient, n)
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
+		c, err := tryDial(t, addr, "http://"+addr)
+		if err != nil {
+			return fmt.Errorf("client %d, handshake: %w", i, err)
+		}
+		c.name = chattest.Name("c")
+		clients[i] = c
+		if err := websocket.JSON.Send(c.ws, message{Body: c.name}); err != nil {
+			return fmt.Errorf("client %d (%s), sending its name: %w", i, c.name, err)
+		}
+		return c.tryUntil(message{Event: "welcome", Body: c.name})
+	}))
+	// Ten of them talk; everyone hears all ten.
+	for _, c := range clients[:10] {
+		require.NoError(t, websocket.JSON.Send(c.ws, message{Body: "hello"}))
+	}
+	require.NoError(t, chattest.ConcurrentlyAtMost(n, chattest.AtOnce, func(i int) error {
+		heard := map[string]bool{}
+		for len(heard) < 10 { // from ten connections: in any order
+			m, err := clients[i].tryNext()
+			if err != nil {
+				return fmt.Errorf("client %d (%s) heard %d of 10 hellos, then %w", i, clients[i].name, len(heard), err)
+			}
+			if m.Body == "hello" {
+				heard[m.Author] = true
+			}
+		}
+		return nil
+	}))
+	for _, c := range clients {
+		c.ws.Close()
+	}
+	left := 0
+	start := time.Now()
+	for left < n {
+		if m := first.next(fmt.Sprintf("departure %d of %d", left+1, n)); m.Event == "left" {
+			left++
+			if left%50 == 0 {
+				t.Logf("%d left after %v", left, time.Since(start))
+			}
+		}
+	}
+}
