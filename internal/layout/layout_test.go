@@ -25,6 +25,7 @@ var steps = []struct {
 	{"step3-usernames", 210},
 	{"step4-exit-queue", 250},
 	{"step5-websocket", 280},
+	{"step6-cluster", 370},
 }
 
 // maxRatio bounds a step's non-test Go files, in lines, against its
@@ -85,5 +86,26 @@ func TestSharedFilesAreTheSameInEveryStepThatHasThem(t *testing.T) {
 				s.dir, name, first, name)
 		}
 		assert.NotEmpty(t, first, "no step has %s", name)
+	}
+}
+
+// TestStep6IsStep5WithTheClusterInMainGo: step 6 changes step 5's main.go
+// alone (and adds cluster.go); every other file of step 5's program, its
+// web server and its page among them, is in step 6 byte for byte.
+func TestStep6IsStep5WithTheClusterInMainGo(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join(root, "step5-websocket"))
+	require.NoError(t, err)
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || name == "main.go" || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		want, err := os.ReadFile(filepath.Join(root, "step5-websocket", name))
+		require.NoError(t, err)
+		got, err := os.ReadFile(filepath.Join(root, "step6-cluster", name))
+		if assert.NoError(t, err, "step 6 has no %s: copy it from step 5", name) {
+			assert.True(t, bytes.Equal(want, got),
+				"step6-cluster/%s differs from step5-websocket/%[1]s: copy it (cp step5-websocket/%[1]s step6-cluster/)", name)
+		}
 	}
 }
