@@ -90,6 +90,18 @@ func embedNATS(listen, store string) (ns *server.Server, stop func(), err error)
 	return ns, stop, nil
 }
 
+// errLostNATS is why a server stops when it cannot reach NATS: its clients
+// are told so.
+var errLostNATS = errors.New("lost the connection to NATS")
+
+// lostNATS is errLostNATS, with what went wrong.
+func lostNATS(err error) error {
+	if err == nil {
+		return errLostNATS
+	}
+	return fmt.Errorf("%w: %w", errLostNATS, err)
+}
+
 // cluster is a server's part of the room in NATS: the stream that orders
 // what is said, arrivals and departures, and the bucket that holds every
 // server's names.
@@ -112,8 +124,8 @@ type cluster struct {
 // bucket. If the connection to NATS is lost, it calls lost.
 func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(error)) (*cluster, error) {
 	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Printf("NATS: %v", err) })
-	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { lost(fmt.Errorf("lost NATS: %v", err)) })
-	nc.SetClosedHandler(func(*nats.Conn) { lost(errors.New("lost NATS: connection closed")) })
+	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { lost(lostNATS(err)) })
+	nc.SetClosedHandler(func(*nats.Conn) { lost(lostNATS(nats.ErrConnectionClosed)) })
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	js, err := jetstream.New(nc)
@@ -234,7 +246,7 @@ func (c *cluster) claim(name string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("lost NATS: %w", err)
+		return false, err
 	}
 	c.mu.Lock()
 	c.held[name] = rev

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"net"
 	"os"
@@ -190,8 +189,8 @@ func (r *room) follower() {
 	for {
 		m, err := r.cluster.next()
 		if err != nil { // serve closed the cluster, or NATS is lost
-			r.fail(fmt.Errorf("lost NATS: %w", err)) // if serve is not stopping already
-			<-r.cluster.closed                       // the broadcaster has clients to see out
+			r.fail(lostNATS(err)) // if serve is not stopping already
+			<-r.cluster.closed    // the broadcaster has clients to see out
 			return
 		}
 		r.messages <- m
@@ -203,7 +202,7 @@ func (r *room) follower() {
 // NATS is lost, this server has lost the room, and stops.
 func (r *room) publish(m message) {
 	if err := r.cluster.publish(m); err != nil {
-		r.fail(fmt.Errorf("lost NATS: %w", err))
+		r.fail(lostNATS(err))
 	}
 }
 
@@ -259,16 +258,16 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 		}
 	}
 	r.exits <- exit{cli, farewell(input.Err())}
-	if joined {
-		r.publish(message{Event: "left", Body: cli.name})
+	if joined { // free its name before anyone hears it has left
 		r.cluster.release(cli.name)
+		r.publish(message{Event: "left", Body: cli.name})
 	}
 }
 
 // goodbye is what clients are told when ctx ends: why the server stops.
 func goodbye(ctx context.Context) string {
-	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-		return err.Error() // lost NATS: ...
+	if err := context.Cause(ctx); errors.Is(err, errLostNATS) {
+		return errLostNATS.Error()
 	}
 	return "server is shutting down"
 }
@@ -303,7 +302,7 @@ func (r *room) join(ctx context.Context, cli *client, input *frames) bool {
 		// server, and gives each to one client at a time.
 		free, err := r.cluster.claim(cli.name)
 		if err != nil {
-			r.fail(err)
+			r.fail(lostNATS(err))
 			return false
 		}
 		if free {
