@@ -290,8 +290,12 @@ func (c *cluster) renew() {
 			rev, err := c.names.Update(ctx, key(name), nil, rev)
 			cancel()
 			c.mu.Lock()
-			if _, ok := c.held[name]; ok && err == nil {
-				c.held[name] = rev
+			if _, ok := c.held[name]; ok {
+				if err != nil {
+					log.Printf("%s: could not renew the name: %v", name, err)
+				} else {
+					c.held[name] = rev
+				}
 			}
 			c.mu.Unlock()
 		}

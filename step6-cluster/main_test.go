@@ -409,6 +409,29 @@ func TestAServerThatLosesNATSTellsItsClientsAndTheOthersCarryOn(t *testing.T) {
 	c.expect(says(ana, "after"))
 }
 
+func TestTheNamesOfAServerThatDiedAreFreedWithinTheirLease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for a name's lease to run out: -short")
+	}
+	chattest.Parallel(t)
+	_, s := startCluster(t, 2, defaults)
+	ana := chattest.Name("ana")
+	join(t, s[1].addr, ana)
+	s[1].nc.Close() // server 2 dies, as far as NATS can tell: it renews nothing
+	c := dial(t, s[0].addr)
+	deadline := time.Now().Add(nameLease + chattest.Timeout)
+	for {
+		c.send(ana)
+		m := c.next("a welcome or a refusal")
+		if m == (message{Event: "welcome", Body: ana}) {
+			return
+		}
+		require.Equal(t, message{Event: "refused", Body: "name is taken"}, m)
+		require.True(t, time.Now().Before(deadline), "%s still taken %v after its server died", ana, nameLease+chattest.Timeout)
+		time.Sleep(nameLease / 10) // polling, with a deadline
+	}
+}
+
 func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
 	chattest.Parallel(t)
 	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
