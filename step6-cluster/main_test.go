@@ -52,7 +52,7 @@ func start(t *testing.T, opts options) string {
 
 // startNATS starts a NATS server with JetStream in the test process, which
 // keeps its stream in store, until the test ends.
-func startNATS(t *testing.T, store string) *server.Server {
+func startNATS(t testing.TB, store string) *server.Server {
 	t.Helper()
 	ns, stop, err := embedNATS("", store)
 	require.NoError(t, err)
@@ -70,7 +70,7 @@ type server6 struct {
 
 // startServer runs a chat server with opts that joins the NATS ns, until
 // the test ends, or until it is stopped with stop.
-func startServer(t *testing.T, ns *server.Server, opts options) *server6 {
+func startServer(t testing.TB, ns *server.Server, opts options) *server6 {
 	t.Helper()
 	chattest.InProcess(t)
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoReconnect())
@@ -86,7 +86,7 @@ func startServer(t *testing.T, ns *server.Server, opts options) *server6 {
 }
 
 // stop cancels the server and returns what serve returned.
-func (s *server6) stop(t *testing.T) error {
+func (s *server6) stop(t testing.TB) error {
 	t.Helper()
 	s.cancel()
 	select {
@@ -100,7 +100,7 @@ func (s *server6) stop(t *testing.T) error {
 }
 
 // cluster starts NATS and n chat servers that share its room.
-func startCluster(t *testing.T, n int, opts options) (*server.Server, []*server6) {
+func startCluster(t testing.TB, n int, opts options) (*server.Server, []*server6) {
 	t.Helper()
 	chattest.InProcess(t)
 	ns := startNATS(t, t.TempDir())
