@@ -199,4 +199,3 @@ func dialWS(addr string) (*websocket.Conn, error) {
 	defer cancel()
 	return cfg.DialContext(ctx)
 }
-

@@ -157,11 +157,6 @@ func (c *wsClient) send(body string) {
 	require.NoError(c.t, websocket.JSON.Send(c.ws, message{Body: body}))
 }
 
-func (c *wsClient) sendRaw(frame string) {
-	c.t.Helper()
-	require.NoError(c.t, websocket.Message.Send(c.ws, frame))
-}
-
 // tryNext returns the next message, waiting at most chattest.Timeout for
 // a frame if none is left from the last one. Every frame from the server
 // must be a JSON array of messages. In classroom mode it skips the
