@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/text/secure/bidirule"
 	"golang.org/x/text/secure/precis"
+	"golang.org/x/text/unicode/bidi"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -18,15 +19,14 @@ const (
 	maxMarks = 4  // the most nonspacing marks on one character
 )
 
-// usernames is the standard for usernames, PRECIS (RFC 8265). It maps
-// fullwidth letters to normal ones, upper case to lower case, and composes
-// accents (NFC), so that names that look alike become one name; and it
-// refuses invisible characters and mixed writing directions.
-var usernames = precis.UsernameCaseMapped
-
-// characters is that profile without its Bidi Rule, which is about whole
-// names: it says whether one character may be in a name.
-var characters = precis.NewIdentifier(precis.FoldWidth, precis.LowerCase(), precis.Norm(norm.NFC))
+// usernames is the standard for usernames, PRECIS: the UsernameCaseMapped
+// profile of RFC 8265. It maps fullwidth letters to normal ones and upper
+// case to lower case, and composes accents (NFC), so that names that look
+// alike become one name; and it refuses invisible characters. Its Bidi Rule
+// is left out: x/text applies it to every name not in ASCII, and so refuses
+// "_josé" (golang.org/issue/17383), where the RFC asks it only of names
+// written right to left. checkName applies it so.
+var usernames = precis.NewIdentifier(precis.FoldWidth, precis.LowerCase(), precis.Norm(norm.NFC))
 
 // checkName returns the name to use for what a client sent, or what is wrong
 // with it. Names are short and plain: letters of any script (with their
@@ -45,10 +45,11 @@ func checkName(name string) (string, error) {
 		}
 	}
 	name, err := usernames.String(name)
-	if errors.Is(err, bidirule.ErrInvalid) {
-		return "", errors.New("name mixes writing directions (RFC 5893)")
-	} else if err != nil {
+	if err != nil {
 		return "", errors.New("name is not a valid username (RFC 8265)")
+	}
+	if bidirule.DirectionString(name) == bidi.RightToLeft && !bidirule.ValidString(name) {
+		return "", errors.New("name breaks the Bidi Rule for right-to-left text (RFC 5893)")
 	}
 	if err := checkMarks(name); err != nil {
 		return "", err
@@ -68,7 +69,7 @@ func allowed(r rune) bool {
 	if !unicode.In(r, unicode.Letter, unicode.Mark, unicode.Nd) {
 		return false
 	}
-	_, err := characters.String(string(r))
+	_, err := usernames.String(string(r))
 	return err == nil
 }
 

@@ -81,6 +81,7 @@ func TestInvalidNamesAreRefusedWithAReason(t *testing.T) {
 		{"punctuation", "ana!", `name has a character that is not allowed: '!' (use letters, digits, _ or -)`},
 		{"an escape", "\x1b[31mana", `name has a character that is not allowed: '\x1b' (use letters, digits, _ or -)`},
 		{"invalid UTF-8", "an\xffa", `name has a character that is not allowed: '\ufffd' (use letters, digits, _ or -)`},
+		{"Latin in a right-to-left name", "محمدana", "name breaks the Bidi Rule for right-to-left text (RFC 5893)"},
 	} {
 		c.Send(tc.sent)
 		c.Expect(tc.reason)
@@ -95,7 +96,7 @@ func TestNamesMayBeWrittenInAnyScript(t *testing.T) {
 	chattest.Parallel(t)
 	addr := chattest.Start(t, serveDefault)
 	for _, name := range []string{
-		chattest.Name("josé"), chattest.Name("zoë_m-"), chattest.Name("x"),
+		chattest.Name("josé"), chattest.Name("zoë_m-"), chattest.Name("x"), chattest.Name("_élan"),
 		chattest.NameInScript("नमस्ते"), chattest.NameInScript("дмитрий"), chattest.NameInScript("李雷"),
 		chattest.NameInScript("محمد"), chattest.NameInScript("さくら東京"), chattest.NameInScript("ελένη"),
 	} {
@@ -752,7 +753,7 @@ func TestCheckName(t *testing.T) {
 	for _, tc := range []struct{ sent, name string }{ // name "": refused
 		{"ana", "ana"}, {" Ana_B-2 ", "ana_b-2"}, {"نجمة٣", "نجمة٣"}, {"नमस्ते", "नमस्ते"},
 		{"12345678901234567890", "12345678901234567890"}, {"ＡＮＡ", "ana"}, {"jose\u0301", "jos\u00e9"},
-		{"東京tokyo", "東京tokyo"}, {"서울seoul", "서울seoul"}, {"e\u0301\u0302\u0303\u0304", "\u00e9\u0302\u0303\u0304"},
+		{"_jos\u00e9", "_jos\u00e9"}, {"2ü", "2ü"}, {"東京tokyo", "東京tokyo"}, {"서울seoul", "서울seoul"}, {"e\u0301\u0302\u0303\u0304", "\u00e9\u0302\u0303\u0304"},
 		{"", ""}, {"123456789012345678901", ""}, {"a.b", ""}, {"a\tb", ""}, {"<b>", ""},
 		{"ana\uFE0F", ""}, {"\u3164", ""}, {"٣", ""}, {"ana٣", ""}, {"аna", ""},
 		{"e\u0301\u0302\u0303\u0304\u0306", ""}, {"e\u0301\u0301", ""},
