@@ -13,7 +13,12 @@ import (
 func sanitize(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	return strings.Map(func(r rune) rune {
-		if unicode.In(r, unicode.Cc, unicode.Zl, unicode.Zp, unicode.Cf) && r != zwj && r != zwnj {
+		switch {
+		case ' ' <= r && r <= '~': // printable ASCII: most text, and no table to search
+			return r
+		case r == zwj || r == zwnj:
+			return r
+		case unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp):
 			return '\uFFFD'
 		}
 		return r
