@@ -15,17 +15,21 @@ import (
 )
 
 // steps are the step directories, each with its budget for main.go in
-// lines, comments included.
+// lines, comments included, and the ratio its non-test Go files may reach
+// against main.go (0 for maxRatio).
 var steps = []struct {
 	dir    string
 	budget int
+	ratio  float64
 }{
-	{"step1-echo", 90},
-	{"step2-broadcast", 170},
-	{"step3-usernames", 210},
-	{"step4-exit-queue", 250},
-	{"step5-websocket", 280},
-	{"step6-cluster", 370},
+	{"step1-echo", 90, 0},
+	{"step2-broadcast", 170, 0},
+	{"step3-usernames", 210, 0},
+	{"step4-exit-queue", 250, 0},
+	{"step5-websocket", 280, 0},
+	// Step 6 is step 5's files, unchanged, plus its NATS plumbing
+	// (cluster.go): what a learner reads anew is main.go and cluster.go.
+	{"step6-cluster", 370, 3},
 }
 
 // maxRatio bounds a step's non-test Go files, in lines, against its
@@ -61,9 +65,13 @@ func TestMainGoStaysWithinItsBudget(t *testing.T) {
 				names = append(names, filepath.Base(f))
 			}
 		}
-		assert.LessOrEqual(t, float64(total), maxRatio*float64(main),
+		ratio := s.ratio
+		if ratio == 0 {
+			ratio = maxRatio
+		}
+		assert.LessOrEqual(t, float64(total), ratio*float64(main),
 			"%s: its non-test Go files (%s) have %d lines, more than %v times main.go's %d",
-			s.dir, strings.Join(names, ", "), total, maxRatio, main)
+			s.dir, strings.Join(names, ", "), total, ratio, main)
 	}
 }
 
