@@ -32,11 +32,11 @@ func expectAfter(t *testing.T, c *wsClient, sent string, want message, why strin
 // room on every server, sorted: {"event": "who", "body": "ana, bob, cy"}.
 func TestExercise1WhoListsTheNamesOnEveryServer(t *testing.T) {
 	chattest.Parallel(t)
-	_, s := startCluster(t, 2, defaults)
+	s := clusterAddrs(t, 2)
 	ana, bob, cy := chattest.Name("ana"), chattest.Name("bob"), chattest.Name("cy")
-	a := join(t, s[0].addr, ana)
-	b := join(t, s[1].addr, bob)
-	c := join(t, s[0].addr, cy)
+	a := join(t, s[0], ana)
+	b := join(t, s[1], bob)
+	c := join(t, s[0], cy)
 	a.expect(message{Event: "arrived", Body: bob})
 	a.expect(message{Event: "arrived", Body: cy})
 	b.expect(message{Event: "arrived", Body: cy})
@@ -48,7 +48,7 @@ func TestExercise1WhoListsTheNamesOnEveryServer(t *testing.T) {
 	c.send("after")
 	expectAfter(t, b, "/who then after", says(cy, "after"), "/who is not a message: the others do not hear it")
 	expectAfter(t, c, "/who then after", says(cy, "after"), "/who is not a message")
-	d := join(t, s[1].addr, chattest.Name("dee"))
+	d := join(t, s[1], chattest.Name("dee"))
 	expectAfter(t, d, "/who then after", says(cy, "after"), "/who is not in the history")
 }
 
@@ -57,10 +57,10 @@ func TestExercise1WhoListsTheNamesOnEveryServer(t *testing.T) {
 // it is not in the history.
 func TestExercise2ShoutsReachEveryServerAndAreNotKept(t *testing.T) {
 	chattest.Parallel(t)
-	_, s := startCluster(t, 2, defaults)
+	s := clusterAddrs(t, 2)
 	ana, bob := chattest.Name("ana"), chattest.Name("bob")
-	a := join(t, s[0].addr, ana)
-	b := join(t, s[1].addr, bob)
+	a := join(t, s[0], ana)
+	b := join(t, s[1], bob)
 	a.expect(message{Event: "arrived", Body: bob})
 	a.send("said")
 	a.expect(says(ana, "said"))
@@ -71,7 +71,7 @@ func TestExercise2ShoutsReachEveryServerAndAreNotKept(t *testing.T) {
 	expectAfter(t, a, "/shout hello", shout, "the shouter hears its own shout")
 	a.send("/shouted")
 	expectAfter(t, b, "/shouted", says(ana, "/shouted"), `only "/shout " starts a shout`)
-	c := join(t, s[1].addr, chattest.Name("cy"))
+	c := join(t, s[1], chattest.Name("cy"))
 	expectAfter(t, c, "/shout hello", says(ana, "said"), "the history keeps what was said, not the shout")
 	expectAfter(t, c, "/shout hello", says(ana, "/shouted"), "the history keeps what was said, not the shout")
 }
