@@ -34,8 +34,10 @@ const (
 // stops the NATS server it started, if any.
 func connectNATS(url, listen, store string) (nc *nats.Conn, done func(), err error) {
 	if url != "" {
-		nc, err = nats.Connect(url, nats.Name("gochat"), nats.NoReconnect())
-		return nc, func() { nc.Close() }, err
+		if nc, err = nats.Connect(url, nats.Name("gochat"), nats.NoReconnect()); err != nil {
+			return nil, nil, err
+		}
+		return nc, nc.Close, nil
 	}
 	ns, stop, err := embedNATS(listen, store)
 	if err != nil {
@@ -157,7 +159,7 @@ func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(erro
 	if c.last == 0 || stream.CachedInfo().State.Msgs == 0 {
 		close(c.caughtUp)
 	}
-	if c.feed, err = consumer.Messages(jetstream.PullMaxMessages(4096)); err != nil {
+	if c.feed, err = consumer.Messages(); err != nil {
 		return nil, err
 	}
 	go c.renew()
