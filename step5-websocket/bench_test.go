@@ -57,7 +57,7 @@ func serveInProcess(b *testing.B, naive bool) string {
 		ln = naiveListener{ln}
 	}
 	return chattest.StartOn(b, ln, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, defaults.idle, defaults.history, defaults.origin)
+		return serve(ctx, ln, defaults.idle, defaults.history, defaults.origin, defaults.maxConns)
 	})
 }
 
