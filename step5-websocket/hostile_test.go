@@ -138,9 +138,9 @@ func TestAPingFloodDoesNotSlowTheShutdown(t *testing.T) {
 			break
 		}
 	}
-	start := time.Now()
-	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout/2))
-	t.Logf("exited %v after SIGTERM", time.Since(start))
+	// Well under writeTimeout (5 s), even with -race, which adds a second
+	// at exit.
+	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, 3*time.Second+byeTimeout))
 }
 
 // A newcomer gets the newest messages that fit in maxHistory bytes of

@@ -162,7 +162,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = &tcpConn{Conn: conn, idle: h.idle,
 		in: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}
 	conn.SetReadDeadline(time.Now().Add(h.idle)) // if this fails, so will Read
-	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+	// net/http's buffers, now on tcpConn.
+	rw.Reader.Reset(h.conn)
+	rw.Writer.Reset(h.conn)
+	return h.conn, rw, nil
 }
 
 // tcpConn is a client's TCP connection as x/net/websocket uses it. The
