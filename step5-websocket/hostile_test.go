@@ -334,6 +334,22 @@ func TestRequestsForAnotherHostAreRefused(t *testing.T) {
 	}
 }
 
+// To serve the chat under a name, the name is given as -origin.
+func TestTheHostOfOriginIsServed(t *testing.T) {
+	chattest.InProcess(t) // -origin
+	chattest.Parallel(t)
+	addr := start(t, options{idle: time.Minute, history: 10, origin: "https://chat.example", maxConns: 2000})
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+	require.NoError(t, err)
+	req.Host = "chat.example:" + port
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "GET / with Host %q and -origin https://chat.example", req.Host)
+}
+
 // x/net/websocket reads each fragment of a message as a message of its
 // own, ignores the reserved bits, and reads binary frames and reserved
 // opcodes as text. The server refuses them all, saying why, and the room
@@ -376,5 +392,32 @@ func TestFramesTheServerCannotReadAreRefusedWithAReason(t *testing.T) {
 			assert.Equal(t, []message{{Event: "bye", Body: tc.reason}}, ms, "after the %s frame", tc.name)
 			a.expect(message{Event: "left", Body: raw.name})
 		})
+	}
+}
+
+// header reads the three sizes of length, masked or not, however far the
+// header has come.
+func TestHeaderSizesAndLengths(t *testing.T) {
+	chattest.OwnCode(t)
+	for _, tc := range []struct {
+		h             []byte
+		size          int
+		length        int64
+		lengthIsKnown bool
+	}{
+		{[]byte{0x81}, 0, 0, false},
+		{[]byte{0x81, 0x05}, 2, 5, true},
+		{[]byte{0x81, 0x85}, 6, 0, false},
+		{[]byte{0x81, 0x85, 1, 2, 3, 4}, 6, 5, true},
+		{[]byte{0x81, 0xFE, 0x01}, 8, 0, false},
+		{[]byte{0x81, 0xFE, 0x01, 0x2C, 1, 2, 3, 4}, 8, 300, true},
+		{[]byte{0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0}, 10, 65536, true},
+		{[]byte{0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, 14, 1, true}, // the top bit is ignored
+	} {
+		size, length := header(tc.h)
+		assert.Equal(t, tc.size, size, "header % x", tc.h)
+		if tc.lengthIsKnown {
+			assert.Equal(t, tc.length, length, "header % x", tc.h)
+		}
 	}
 }

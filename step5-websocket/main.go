@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,12 +117,11 @@ const maxHistory = maxPending / 2
 
 // broadcaster is the only goroutine that touches the set of clients, so the
 // set needs no lock: the others ask for changes through the room's channels,
-// and it handles one request at a time. Newcomers get the last keep messages,
-// as many as fit in maxHistory bytes.
+// and it handles one request at a time. Newcomers get the last keep messages.
 func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	defer close(stopped)
 	clients := make(map[string]*client)
-	var history []string // the last messages, oldest first
+	var history []string // the last messages, oldest first, within maxHistory
 	size := 0            // the bytes in history
 	for {
 		select {
@@ -258,4 +258,21 @@ func (c *client) writer(written chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// wsConn is a client's WebSocket as its writer sees it. Write sends a batch
+// of encoded messages, "a,b,", as one text frame, [a,b], under the write lock
+// that x/net/websocket's own frames take too: frames never mix.
+type wsConn struct{ *websocket.Conn }
+
+func (c wsConn) Write(batch []byte) (int, error) {
+	array := buffers.Get().(*bytes.Buffer)
+	defer func() { array.Reset(); buffers.Put(array) }()
+	array.WriteByte('[')
+	array.Write(batch[:len(batch)-1]) // all but the last comma
+	array.WriteByte(']')
+	if _, err := c.Conn.Write(array.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(batch), nil
 }

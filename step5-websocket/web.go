@@ -29,13 +29,12 @@ var page embed.FS
 const (
 	maxFrame   = 8192                   // the largest frame a client may send, in bytes
 	maxBody    = 1000                   // the longest message, in characters
-	byeTimeout = 500 * time.Millisecond // for the last writes, once the server stops
+	byeTimeout = 500 * time.Millisecond // for the goodbye, once the server stops
 )
 
 // newServer is the chat's HTTP server: the page at /, and at /ws the
 // WebSocket, which chat runs in the request's goroutine. wait refuses new
-// WebSockets, and waits for the others to end. idle bounds every silence,
-// and maxConns the WebSockets open at once.
+// WebSockets, and waits for the others to end.
 func newServer(ctx context.Context, origin string, idle time.Duration, maxConns int, chat func(*websocket.Conn)) (srv *http.Server, wait func()) {
 	// Each WebSocket holds running for reading. Lock waits for them all, and
 	// from its call on, TryRLock fails: net/http may yet start a handler.
@@ -59,30 +58,32 @@ func newServer(ctx context.Context, origin string, idle time.Duration, maxConns 
 		h := &hijacker{ResponseWriter: w, idle: idle}
 		ws := websocket.Server{Handshake: sameOrigin(origin), Handler: func(ws *websocket.Conn) {
 			// Once ctx is cancelled, the goodbye has byeTimeout to go out.
-			defer context.AfterFunc(ctx, func() { h.conn.cut(time.Now().Add(byeTimeout)) })()
+			defer context.AfterFunc(ctx, func() { time.AfterFunc(byeTimeout, func() { h.conn.Close() }) })()
 			defer keepAlive(ws, idle/2)()
 			chat(ws)
 		}}
 		ws.ServeHTTP(h, req)
 	})
-	return &http.Server{
-		Handler:           guard(origin, mux),
-		ReadHeaderTimeout: 10 * time.Second, // to send a request's headers
-		WriteTimeout:      10 * time.Second, // to take a response (not a WebSocket's)
-		IdleTimeout:       idle,             // between two requests on one connection
-		MaxHeaderBytes:    64 << 10,
+	return &http.Server{Handler: guard(origin, mux), MaxHeaderBytes: 64 << 10,
+		ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: idle,
 	}, running.Lock
 }
 
-// guard refuses a request for a host we do not serve, and tells the
-// browser what the page may do: run the scripts and styles it loads from
-// us, and nothing inline (so HTML that slips into a message cannot run);
-// never be framed by another site (clickjacking); and never guess a
-// file's type from its content.
+// guard serves only the hosts we are known by, and tells the browser to
+// run no inline script or style, to let no other site frame the page, and
+// to take each file for the type we say.
 func guard(origin string, next http.Handler) http.Handler {
+	u, err := url.Parse(origin)
+	if err != nil {
+		u = &url.URL{} // no host
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if !servedHost(req.Host, origin) {
-			http.Error(w, fmt.Sprintf("host %q is not served here", req.Host), http.StatusForbidden)
+		host, _, err := net.SplitHostPort(req.Host)
+		if err != nil {
+			host = strings.Trim(req.Host, "[]") // no port
+		}
+		if !(net.ParseIP(host) != nil || host == "localhost" || host == u.Hostname() || host == "") {
+			http.Error(w, fmt.Sprintf("host %q is not served here", host), http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -90,20 +91,6 @@ func guard(origin string, next http.Handler) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		next.ServeHTTP(w, req)
 	})
-}
-
-// servedHost reports whether a request's Host is ours: an IP address,
-// localhost, or the host of -origin. A page from evil.example whose name
-// the attacker points at 127.0.0.1 (DNS rebinding) sends Host:
-// evil.example, and its origin matches it: only this check stops it.
-func servedHost(hostport, origin string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = strings.Trim(hostport, "[]") // no port
-	}
-	u, err := url.Parse(origin)
-	return host == "" || net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") ||
-		origin != "" && err == nil && strings.EqualFold(host, u.Hostname())
 }
 
 // sameOrigin refuses (403) the handshake of another site's page: a browser
@@ -120,21 +107,17 @@ func sameOrigin(allowed string) func(*websocket.Config, *http.Request) error {
 	}
 }
 
-// keepAlive pings the client every interval until stop is called: the
-// pongs that browsers send back by themselves are what keeps a quiet
-// reader from being idle (see tcpConn). x/net/websocket has no Ping
-// method, but a Codec's Marshal picks the frame's opcode, and Send writes
-// the frame under the write lock, as every frame.
+// ping is a codec whose Send writes a ping: x/net/websocket has no Ping.
+var ping = websocket.Codec{Marshal: func(any) ([]byte, byte, error) { return nil, websocket.PingFrame, nil }}
+
+// keepAlive pings the client every interval, from a timer, until stop.
 func keepAlive(ws *websocket.Conn, interval time.Duration) (stop func()) {
-	ping := websocket.Codec{Marshal: func(any) ([]byte, byte, error) {
-		return nil, websocket.PingFrame, nil
-	}}
-	var mu sync.Mutex // held while the timer is set or stopped
+	var mu sync.Mutex // t is set before the timer runs, and nil once stopped
 	mu.Lock()
 	defer mu.Unlock()
 	var t *time.Timer
 	t = time.AfterFunc(interval, func() {
-		err := ping.Send(ws, nil) // fails at once once the connection is closed
+		err := ping.Send(ws, nil)
 		mu.Lock()
 		defer mu.Unlock()
 		if err == nil && t != nil {
@@ -157,29 +140,20 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	// What the client sent after its request, already read by net/http.
-	early, _ := rw.Reader.Peek(rw.Reader.Buffered())
-	h.conn = &tcpConn{Conn: conn, idle: h.idle,
-		in: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}
+	early, _ := rw.Reader.Peek(rw.Reader.Buffered()) // read past the request
+	h.conn = &tcpConn{Conn: conn, idle: h.idle, in: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}
 	conn.SetReadDeadline(time.Now().Add(h.idle)) // if this fails, so will Read
-	// net/http's buffers, now on tcpConn.
-	rw.Reader.Reset(h.conn)
+	rw.Reader.Reset(h.conn)                      // net/http's buffers, on tcpConn
 	rw.Writer.Reset(h.conn)
 	return h.conn, rw, nil
 }
 
-// tcpConn is a client's TCP connection as x/net/websocket uses it. The
-// library answers pings and swallows pongs without telling us, and takes
-// frames we cannot read as it should; so tcpConn follows the frames'
-// headers in the bytes it passes on:
-//   - each time a frame ends, any frame, pongs included, the client has
-//     idle more to send the next one: a quiet reader that answers pings
-//     stays, and one that dribbles bytes without ever ending a frame goes;
-//   - a frame the server cannot read (see refuse) ends the input with a
-//     badFrame, which the client is told.
-//
-// And every write, ours and the library's (pongs, the close frame), gets
-// writeTimeout of its own, ending no later than the cutoff, if set.
+// tcpConn is a client's TCP connection under x/net/websocket, which
+// answers pings, drops pongs, and misreads some frames without a word to
+// us. So Read follows the frames' headers: each time a frame ends, pongs
+// included, the client has idle more to end the next one; and a frame
+// that refuse turns away ends the input with a badFrame. Write gives
+// every write, the library's too, a deadline of its own.
 type tcpConn struct {
 	net.Conn
 	in   io.Reader // what net/http had read ahead, then Conn
@@ -187,9 +161,6 @@ type tcpConn struct {
 	head []byte // the frame header read so far
 	left int64  // payload bytes still to come, once head is whole
 	bad  error  // a frame refused: Read's error from then on
-
-	mu     sync.Mutex // for cutoff
-	cutoff time.Time
 }
 
 func (c *tcpConn) Read(p []byte) (int, error) {
@@ -201,21 +172,16 @@ func (c *tcpConn) Read(p []byte) (int, error) {
 	for i := 0; i < n; {
 		if c.left > 0 { // in a payload
 			k := min(c.left, int64(n-i))
-			c.left -= k
-			i += int(k)
+			c.left, i = c.left-k, i+int(k)
 			ended = ended || c.left == 0
 			continue
 		}
-		if len(c.head) == 0 { // a new frame
-			if reason := refuse(p[i]); reason != "" {
-				c.bad = badFrame(reason)
-				n, err = i, nil // pass on the frames before it
-				break
-			}
+		if len(c.head) == 0 && refuse(p[i]) != "" {
+			c.bad, n, err = badFrame(refuse(p[i])), i, nil // pass on the frames before it
+			break
 		}
-		c.head = append(c.head, p[i])
-		i++
-		if size, length, ok := header(c.head); ok && len(c.head) == size {
+		c.head, i = append(c.head, p[i]), i+1
+		if size, length := header(c.head); len(c.head) == size {
 			c.head, c.left = c.head[:0], length
 			ended = ended || length == 0
 		}
@@ -230,9 +196,8 @@ func (c *tcpConn) Read(p []byte) (int, error) {
 }
 
 // refuse says why a frame starting with b is refused, or "". The library
-// would take all these: it reads each fragment as a message of its own,
-// ignores the reserved bits, and reads reserved opcodes and binary frames
-// as text.
+// would read each fragment as a message, ignore the reserved bits, and
+// read binary frames and reserved opcodes as text.
 func refuse(b byte) string {
 	switch op := b & 0x0F; {
 	case b&0x70 != 0:
@@ -247,79 +212,35 @@ func refuse(b byte) string {
 	return ""
 }
 
-// header reads a frame header as far as it has come: its size in bytes
-// and the payload's length, once it knows them (RFC 6455, section 5.2).
-func header(h []byte) (size int, length int64, ok bool) {
+// header returns the size of a frame header, h so far (0 until two bytes
+// are in), and once it is whole, the payload's length (RFC 6455, 5.2).
+func header(h []byte) (size int, length int64) {
 	if len(h) < 2 {
-		return 0, 0, false
+		return 0, 0
 	}
-	size, length = 2, int64(h[1]&0x7F)
+	length, ext := int64(h[1]&0x7F), 0 // ext: bytes of extended length
 	switch length {
 	case 126:
-		size += 2
+		ext = 2
 	case 127:
-		size += 8
+		ext = 8
 	}
-	if h[1]&0x80 != 0 { // masked: a 4-byte key follows
-		size += 4
+	size = 2 + ext + 4*int(h[1]>>7) // masked: a 4-byte key follows
+	if len(h) < size || ext == 0 {
+		return size, length
 	}
-	if len(h) < size {
-		return size, 0, true
+	length = 0
+	for _, b := range h[2 : 2+ext] {
+		length = length<<8 | int64(b)
 	}
-	switch length {
-	case 126:
-		length = int64(h[2])<<8 | int64(h[3])
-	case 127:
-		length = 0
-		for _, b := range h[2:10] {
-			length = length<<8 | int64(b)
-		}
-		length &= 1<<63 - 1
-	}
-	return size, length, true
+	return size, length & (1<<63 - 1)
 }
 
+// Write gives every write, ours, pings, pongs and the close frame,
+// writeTimeout of its own.
 func (c *tcpConn) Write(p []byte) (int, error) {
-	if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-		return 0, err
-	}
+	c.SetWriteDeadline(time.Now().Add(writeTimeout)) // if this fails, so will Write
 	return c.Conn.Write(p)
-}
-
-// SetWriteDeadline sets the deadline, never later than the cutoff.
-func (c *tcpConn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.cutoff.IsZero() && (t.IsZero() || t.After(c.cutoff)) {
-		t = c.cutoff
-	}
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// cut makes every write, the one under way too, end by t.
-func (c *tcpConn) cut(t time.Time) {
-	c.mu.Lock()
-	c.cutoff = t
-	c.mu.Unlock()
-	c.SetWriteDeadline(t) // if this fails, so will Write
-}
-
-// wsConn is a client's WebSocket as its writer sees it. Write sends a batch
-// of encoded messages, "a,b,", as one text frame, [a,b], under the lock that
-// x/net/websocket's own frames (pongs, pings, the close frame) take too:
-// frames never mix.
-type wsConn struct{ *websocket.Conn }
-
-func (c wsConn) Write(batch []byte) (int, error) {
-	array := buffers.Get().(*bytes.Buffer)
-	defer func() { array.Reset(); buffers.Put(array) }()
-	array.WriteByte('[')
-	array.Write(batch[:len(batch)-1]) // all but the last comma
-	array.WriteByte(']')
-	if _, err := c.Conn.Write(array.Bytes()); err != nil {
-		return 0, err
-	}
-	return len(batch), nil
 }
 
 // frames reads a client's messages as bufio.Scanner reads lines: Scan
