@@ -116,7 +116,7 @@ type cluster struct {
 	names    jetstream.KeyValue
 	mu       sync.Mutex
 	held     map[string]uint64  // this server's names, and their revisions in the bucket
-	arriving map[string]*client // this server's newcomers, by their arrival's id
+	coming   map[string]*client // this server's clients, by the id of their arrival or departure
 	closed   chan struct{}      // closed by close: the feed and the renewal stop
 	renewed  chan struct{}      // closed by renew when it is done
 }
@@ -155,7 +155,7 @@ func openCluster(ctx context.Context, nc *nats.Conn, history int, lost func(erro
 		return nil, err
 	}
 	c := &cluster{js: js, last: stream.CachedInfo().State.LastSeq, caughtUp: make(chan struct{}),
-		names: names, held: make(map[string]uint64), arriving: make(map[string]*client), closed: make(chan struct{}), renewed: make(chan struct{})}
+		names: names, held: make(map[string]uint64), coming: make(map[string]*client), closed: make(chan struct{}), renewed: make(chan struct{})}
 	if c.last == 0 || stream.CachedInfo().State.Msgs == 0 {
 		close(c.caughtUp)
 	}
@@ -177,20 +177,20 @@ func (c *cluster) publish(m message) error {
 	}
 	msg := nats.NewMsg("room." + kind)
 	msg.Data, _ = json.Marshal(m) // never fails: a struct of strings
-	if m.newcomer != nil {
-		// next finds the newcomer by an id that no server uses twice.
+	if m.own != nil {
+		// next finds the client by an id that no server uses twice.
 		id := rand.Text()
-		msg.Header.Set(newcomerHeader, id)
+		msg.Header.Set(ownHeader, id)
 		c.mu.Lock()
-		c.arriving[id] = m.newcomer
+		c.coming[id] = m.own
 		c.mu.Unlock()
 	}
 	_, err := c.js.PublishMsg(ctx, msg)
 	return err
 }
 
-// newcomerHeader holds, on an arrival, the id of the newcomer.
-const newcomerHeader = "Chat-Newcomer"
+// ownHeader holds, on an arrival or a departure, the id of the client.
+const ownHeader = "Chat-Client"
 
 // next waits for the stream's next message. It fails once close is called
 // (jetstream.ErrMsgIteratorClosed) or if NATS is lost.
@@ -220,10 +220,10 @@ func (c *cluster) next() (message, error) {
 			log.Printf("the stream holds a message that is not ours (%s): %v", msg.Subject(), err)
 			continue
 		}
-		if id := msg.Headers().Get(newcomerHeader); id != "" {
+		if id := msg.Headers().Get(ownHeader); id != "" {
 			c.mu.Lock()
-			m.newcomer = c.arriving[id] // nil if it arrived on another server
-			delete(c.arriving, id)
+			m.own = c.coming[id] // nil if it came or went on another server
+			delete(c.coming, id)
 			c.mu.Unlock()
 		}
 		return m, nil

@@ -30,12 +30,13 @@ func main() {
 	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients silent for this long")
 	history := flag.Int("history", 100, "how many messages newcomers are shown")
 	origin := flag.String("origin", "", "another origin allowed to connect, e.g. https://example.com")
+	maxConns := flag.Int("maxconns", 2000, "how many WebSockets may be open at once")
 	join := flag.String("nats", "", "join the NATS at this URL, e.g. nats://localhost:4222, instead of starting one")
 	listen := flag.String("nats-listen", "", "let other servers join this one's NATS at this address, e.g. localhost:4222")
 	store := flag.String("store", "", "where this one's NATS keeps the stream (default: a temporary directory)")
 	flag.Parse()
-	if *idle <= 0 || *history < 0 {
-		log.Fatal("-idle must be positive and -history not negative")
+	if *idle <= 0 || *history < 0 || *maxConns <= 0 {
+		log.Fatal("-idle and -maxconns must be positive and -history not negative")
 	}
 	// Ctrl-C (SIGINT) or SIGTERM cancels ctx, which tells serve to stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,7 +50,7 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("listening on http://%s/", ln.Addr())
-	err = serve(ctx, ln, *idle, *history, *origin, nc)
+	err = serve(ctx, ln, *idle, *history, *origin, *maxConns, nc)
 	closeNATS()
 	if err != nil {
 		log.Fatal(err)
@@ -59,7 +60,7 @@ func main() {
 // serve serves the page and the chat on ln until ctx is cancelled, or NATS
 // (nc) is lost. net/http runs the accept loop, and each request in a
 // goroutine of its own: for a WebSocket, that goroutine runs handleConn.
-func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int, origin string, nc *nats.Conn) error {
+func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int, origin string, maxConns int, nc *nats.Conn) error {
 	// A server that loses NATS has lost the room: fail ends ctx, with why.
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
@@ -67,11 +68,11 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int
 	if err != nil {
 		return err
 	}
-	r := newRoom(idle, c, fail)
+	r := newRoom(c, fail)
 	stopped := make(chan struct{}) // closed by the broadcaster when it is done
 	go r.broadcaster(stopped, history)
 	go r.follower()
-	srv, waitConns := newServer(origin, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
+	srv, waitConns := newServer(ctx, origin, idle, maxConns, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
 	defer func() {
 		waitConns() // every client has left the room,
 		c.close()   // so the follower can stop, closing r.messages,
@@ -98,16 +99,14 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int
 type room struct {
 	messages chan message // from the stream; closed by the follower when it stops
 	exits    chan exit    // the exit queue: every way out goes through it
-	idle     time.Duration
-	cluster  *cluster    // the room in NATS: the stream and the names (cluster.go)
-	fail     func(error) // stops the server: it has lost NATS
+	cluster  *cluster     // the room in NATS: the stream and the names (cluster.go)
+	fail     func(error)  // stops the server: it has lost NATS
 }
 
-func newRoom(idle time.Duration, c *cluster, fail func(error)) *room {
+func newRoom(c *cluster, fail func(error)) *room {
 	return &room{
 		messages: make(chan message),
 		exits:    make(chan exit),
-		idle:     idle,
 		cluster:  c,
 		fail:     fail,
 	}
@@ -116,10 +115,10 @@ func newRoom(idle time.Duration, c *cluster, fail func(error)) *room {
 // message is what frames carry. The server sets the author, so nobody can
 // speak as someone else; its own notices have an event instead (see docs).
 type message struct {
-	Author   string  `json:"author"`
-	Body     string  `json:"body"`
-	Event    string  `json:"event,omitempty"`
-	newcomer *client // on an arrival, on the newcomer's own server: who
+	Author string  `json:"author"`
+	Body   string  `json:"body"`
+	Event  string  `json:"event,omitempty"`
+	own    *client // on an arrival or a departure, on the client's own server: who
 }
 
 // encode turns m into JSON and a comma, once for all its readers (wsConn).
@@ -139,8 +138,13 @@ type client struct {
 	name     string // what the others call it
 	conn     net.Conn
 	out      *outbox       // output waiting for the client's writer
-	admitted chan struct{} // closed by the broadcaster once it is in the room
+	admitted chan struct{} // closed by the broadcaster at its arrival
+	departed chan struct{} // closed by the broadcaster at its departure
 }
+
+// maxHistory bounds the history's bytes, as JSON: half an outbox, so that
+// a newcomer's takes all of it, with room for what is said meanwhile.
+const maxHistory = maxPending / 2
 
 // broadcaster is the only goroutine that touches this server's set of
 // clients, so the set needs no lock: the others ask for changes through the
@@ -150,7 +154,8 @@ type client struct {
 func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	defer close(stopped)
 	clients := make(map[string]*client)
-	var history []string // the last keep messages, oldest first
+	var history []string // the last messages, oldest first, within maxHistory
+	size := 0            // the bytes in history
 	for {
 		select {
 		case m, ok := <-r.messages:
@@ -158,21 +163,30 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				return
 			}
 			msg := encode(m)
+			if cli := m.own; cli != nil && m.Event == "left" {
+				// Its own departure: it has heard all that came before.
+				if clients[cli.name] == cli {
+					delete(clients, cli.name)
+				}
+				close(cli.departed)
+			}
 			broadcast(clients, msg)
-			if cli := m.newcomer; cli != nil {
+			if cli := m.own; cli != nil && m.Event == "arrived" {
 				// Its own arrival: greeting and registering it here, in one
 				// step, gives it its place in the stream's order. It gets
 				// all that comes after, and never its own arrival.
 				cli.out.put(encode(message{Event: "welcome", Body: cli.name}))
 				for _, msg := range history {
-					cli.out.put(msg) // refused past maxPending: see exercise 3
+					cli.out.put(msg) // fits: the outbox takes maxPending bytes
 				}
 				clients[cli.name] = cli
 				close(cli.admitted)
 			}
 			if m.Event == "" { // said, not an arrival or a departure
 				history = append(history, msg)
-				if len(history) > keep {
+				size += len(msg)
+				for len(history) > keep || size > maxHistory {
+					size -= len(history[0])
 					history = history[1:] // append copies the rest when it regrows
 				}
 			}
@@ -214,7 +228,7 @@ func guide(clients map[string]*client, ex exit) {
 		ex.cli.out.put(encode(message{Event: "bye", Body: ex.reason}))
 	}
 	ex.cli.out.close()                  // its writer sends what is left, then hangs up
-	if clients[ex.cli.name] == ex.cli { // not so for a client still at the prompt
+	if clients[ex.cli.name] == ex.cli { // not so at the prompt, or after its departure
 		delete(clients, ex.cli.name)
 	}
 }
@@ -239,7 +253,7 @@ func broadcast(clients map[string]*client, msg string) {
 // Its arrival and departure go through the stream too, so that every server
 // tells them to its clients, in the same place in the order.
 func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
-	cli := &client{conn: wsConn{ws}, out: newOutbox(), admitted: make(chan struct{})}
+	cli := &client{conn: wsConn{ws}, out: newOutbox(), admitted: make(chan struct{}), departed: make(chan struct{})}
 	written := make(chan struct{}) // closed by the writer when it is done
 	go cli.writer(written)
 	defer func() { <-written }()
@@ -250,18 +264,25 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 		cli.out.close()
 	})
 	defer stop()
-	input := &frames{ws: ws, idle: r.idle}
+	input := &frames{ws: ws}
 	joined := r.join(ctx, cli, input)
 	if joined {
 		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
 			r.publish(message{Author: cli.name, Body: sanitize(input.Text())})
 		}
 	}
-	r.exits <- exit{cli, farewell(input.Err())}
-	if joined { // free its name before anyone hears it has left
+	if joined {
+		// It leaves the room, on this server, where the stream puts its
+		// departure; its name is free once the departure is in the stream,
+		// so that a newcomer with its name comes after it.
+		r.publish(message{Event: "left", Body: cli.name, own: cli})
 		r.cluster.release(cli.name)
-		r.publish(message{Event: "left", Body: cli.name})
+		select {
+		case <-cli.departed:
+		case <-ctx.Done(): // it has been told goodbye: nothing more reaches it
+		}
 	}
+	r.exits <- exit{cli, farewell(input.Err())}
 }
 
 // goodbye is what clients are told when ctx ends: why the server stops.
@@ -308,7 +329,7 @@ func (r *room) join(ctx context.Context, cli *client, input *frames) bool {
 		if free {
 			// It enters the room, on this server, where the stream puts
 			// its arrival: wait for it there.
-			r.publish(message{Event: "arrived", Body: cli.name, newcomer: cli})
+			r.publish(message{Event: "arrived", Body: cli.name, own: cli})
 			select {
 			case <-cli.admitted:
 				return true
@@ -339,10 +360,8 @@ func (c *client) writer(written chan<- struct{}) {
 }
 
 // wsConn is a client's WebSocket as its writer sees it. Write sends a batch
-// of encoded messages, "a,b,", as one text frame, [a,b], under the lock that
-// x/net/websocket's own frames (pongs, the close frame) take too: frames
-// never mix. Then it lifts send's deadline: a ping can come at any time,
-// and its pong would fail once the deadline has passed.
+// of encoded messages, "a,b,", as one text frame, [a,b], under the write lock
+// that x/net/websocket's own frames take too: frames never mix.
 type wsConn struct{ *websocket.Conn }
 
 func (c wsConn) Write(batch []byte) (int, error) {
@@ -354,11 +373,5 @@ func (c wsConn) Write(batch []byte) (int, error) {
 	if _, err := c.Conn.Write(array.Bytes()); err != nil {
 		return 0, err
 	}
-	return len(batch), c.SetWriteDeadline(time.Time{})
-}
-
-// Close sends the close frame, within writeTimeout, and hangs up.
-func (c wsConn) Close() error {
-	c.SetWriteDeadline(time.Now().Add(writeTimeout)) // fails only if closed
-	return c.Conn.Close()
+	return len(batch), nil
 }
