@@ -82,6 +82,9 @@ func TestAPingLongAfterTheLastWriteIsAnswered(t *testing.T) {
 	time.Sleep(writeTimeout + time.Second)
 	raw.send(t, 0x9, "still there?")
 	op, payload, err := raw.tryNext()
+	for err == nil && op == 0x1 { // messages (in classroom mode, a shared server's) may come first
+		op, payload, err = raw.tryNext()
+	}
 	require.NoError(t, err, "after %v of silence, a ping got no pong: the connection ended", writeTimeout+time.Second)
 	assert.Equal(t, byte(0xA), op, "after a ping, expected a pong, got opcode %#x: %q", op, payload)
 	assert.Equal(t, "still there?", string(payload))
