@@ -175,8 +175,9 @@ func (r *room) handleConn(ctx context.Context, conn net.Conn) {
 	})
 	defer stop()
 	input := newScanner(idleConn{conn, r.idle})
+	limit := newLimiter() // flood control: see limit.go
 	if r.join(cli, input) {
-		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
+		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" && limit.Wait(ctx) == nil {
 			r.messages <- cli.name + " says: " + sanitize(input.Text())
 		}
 	}

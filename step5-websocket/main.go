@@ -194,8 +194,9 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 	})
 	defer stop()
 	input := &frames{ws: ws, idle: r.idle}
+	limit := newLimiter() // flood control: see limit.go
 	if r.join(cli, input) {
-		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
+		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" && limit.Wait(ctx) == nil {
 			r.messages <- encode(message{Author: cli.name, Body: sanitize(input.Text())})
 		}
 	}
