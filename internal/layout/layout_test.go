@@ -23,7 +23,7 @@ var steps = []struct {
 	{"step1-echo", 90},
 	{"step2-broadcast", 170},
 	{"step3-usernames", 210},
-	{"step4-exit-queue", 251},
+	{"step4-exit-queue", 265},
 	{"step5-websocket", 281},
 }
 
