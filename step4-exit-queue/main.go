@@ -24,7 +24,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "localhost:8000", "address to listen on")
-	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients silent for this long")
+	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients that send no line for this long")
 	maxConns := flag.Int("maxconns", 2000, "most connections at once; more are refused")
 	flag.Parse()
 	if *idle <= 0 || *maxConns <= 0 {
