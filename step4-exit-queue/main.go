@@ -232,8 +232,8 @@ func (r *room) join(cli *client, input idleLines) bool {
 		if !input.Scan() {
 			return false
 		}
-		cli.name = strings.TrimSpace(input.Text())
-		if err := checkName(cli.name); err != nil {
+		var err error
+		if cli.name, err = checkName(input.Text()); err != nil {
 			cli.out.put(err.Error() + "\n")
 			continue
 		}
