@@ -265,9 +265,10 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 	})
 	defer stop()
 	input := &frames{ws: ws}
+	limit := newLimiter() // flood control: see limit.go
 	joined := r.join(ctx, cli, input)
 	if joined {
-		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
+		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" && limit.Wait(ctx) == nil {
 			r.publish(message{Author: cli.name, Body: sanitize(input.Text())})
 		}
 	}
