@@ -531,3 +531,34 @@ func TestFiveHundredClientsJoinChatAndLeave(t *testing.T) {
 		}
 	}
 }
+
+// A server that finds a message missing from the stream (dropped by the
+// stream's limits before the server read it) has fallen behind: next
+// fails, and the follower stops the server, rather than skip it.
+func TestAGapInTheStreamIsAnError(t *testing.T) {
+	chattest.OwnCode(t)
+	ns := startNATS(t, t.TempDir())
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoReconnect())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	first, err := openCluster(context.Background(), nc, 10, func(error) {})
+	require.NoError(t, err)
+	for _, body := range []string{"one", "two", "three"} {
+		require.NoError(t, first.publish(message{Author: "ana", Body: body}))
+	}
+	first.close()
+	stream, err := first.js.Stream(context.Background(), "ROOM")
+	require.NoError(t, err)
+	require.NoError(t, stream.DeleteMsg(context.Background(), 2)) // dropped unread
+	c, err := openCluster(context.Background(), nc, 10, func(error) {})
+	require.NoError(t, err)
+	defer c.close()
+	// As if c's feed had started before the three were stored: past where
+	// it started, every message must come.
+	c.last = 0
+	m, err := c.next()
+	require.NoError(t, err)
+	assert.Equal(t, says("ana", "one"), m)
+	_, err = c.next()
+	assert.ErrorContains(t, err, "fell behind the stream: messages 2 to 2 are gone")
+}
