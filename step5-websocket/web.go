@@ -13,9 +13,10 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// page holds index.html, the chat's web page, built into the program.
+// page holds the chat's web page, built into the program: index.html, and
+// the script and style sheet it loads.
 //
-//go:embed index.html
+//go:embed index.html chat.js chat.css
 var page embed.FS
 
 // newServer is the chat's HTTP server: the page at /, and at /ws the

@@ -1,0 +1,218 @@
+// The whole client: join with a name, show what the server sends, send
+// what you type, and reconnect by itself, keeping the log. Text from the
+// server is always shown with textContent, never innerHTML: a message is
+// text, never markup.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let ws = null;          // the current connection
+let name = "";          // the name we join with
+let joined = false;     // has the server welcomed this connection?
+let wasIn = false;      // were we ever welcomed? Then a drop means: rejoin
+let retry = 1;          // seconds before the next try, doubled up to 10
+let timer = 0;          // the next try
+let unread = 0;         // messages that came while the tab was hidden
+const queue = [];       // what was typed while disconnected, sent on rejoin
+const people = new Set(); // who is in the room, us included
+const seen = new Map(); // each message shown (as JSON), and how many times
+let replay = new Map(); // of those, the ones a rejoin's history may repeat
+
+function connect() {
+  clearTimeout(timer);
+  ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws");
+  let opened = false;
+  setState("connecting…", true);
+  ws.onopen = () => {
+    opened = true;
+    ws.send(JSON.stringify({ body: name })); // the first frame is our name
+  };
+  // A frame holds a JSON array: every message waiting when it was sent.
+  ws.onmessage = (e) => JSON.parse(e.data).forEach(receive);
+  ws.onclose = () => {
+    if (joined) note(null, "connection lost", "gap");
+    joined = false;
+    $("here").classList.add("stale");
+    const why = opened ? "disconnected" : "cannot reach the server";
+    setState(`${why}, retrying in ${retry}s`, true);
+    if (!wasIn) $("error").textContent = `${why}: trying again in ${retry}s`;
+    timer = setTimeout(connect, retry * 1000);
+    retry = Math.min(retry * 2, 10);
+  };
+}
+
+function receive(m) {
+  switch (m.event) {
+    case "welcome": // who is here follows in m.here, then the history
+      name = m.body;
+      joined = true;
+      retry = 1;
+      replay = new Map(seen);
+      people.clear();
+      [name, ...(m.here || [])].forEach((p) => people.add(p));
+      showPeople();
+      note(m.time, (wasIn ? "back, as " : "you joined as ") + name, wasIn ? "gap" : "notice");
+      wasIn = true;
+      setState("connected", false);
+      $("error").textContent = "";
+      showForm("say");
+      document.querySelectorAll("#log .pending").forEach((li) => li.remove());
+      queue.splice(0).forEach(send);
+      break;
+    case "refused": // a bad or taken name: ask again
+      $("error").textContent = m.body;
+      stop("not connected");
+      showForm("join");
+      break;
+    case "arrived":
+      people.add(m.body);
+      showPeople();
+      note(m.time, m.body + " joined");
+      break;
+    case "left":
+      people.delete(m.body);
+      showPeople();
+      note(m.time, m.body + " left");
+      break;
+    case "bye": // the server is about to close the connection, and says why
+      note(m.time, "the server closed the connection: " + m.body, "gap");
+      break;
+    default:
+      show(m);
+  }
+}
+
+// show adds a chat message to the log, unless it is one the log already
+// has that a rejoin's history repeats.
+function show(m) {
+  const key = JSON.stringify(m);
+  if (replay.get(key) > 0) {
+    replay.set(key, replay.get(key) - 1);
+    return;
+  }
+  seen.set(key, (seen.get(key) || 0) + 1);
+  const li = document.createElement("li");
+  const who = document.createElement("b");
+  who.textContent = m.author;
+  li.append(stamp(m.time), " ", who, " ", ...linkify(m.body));
+  li.className = m.author === name ? "msg mine" : "msg";
+  if (document.hidden && m.author !== name) {
+    unread++;
+    document.title = `(${unread}) gochat`;
+  }
+  add(li);
+}
+
+// note adds a line from the page or the server, not from a person.
+function note(time, text, kind = "notice") {
+  const li = document.createElement("li");
+  li.className = kind;
+  li.append(stamp(time), " ", text);
+  add(li);
+}
+
+// add appends li to the log, and scrolls to it if the reader was at the
+// end. A reader who scrolled back keeps their place, and gets a button.
+function add(li) {
+  const log = $("log");
+  const atEnd = atBottom();
+  log.append(li);
+  if (atEnd || li.classList.contains("mine")) log.scrollTop = log.scrollHeight;
+  else $("newer").hidden = false;
+}
+
+function atBottom() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+}
+
+// stamp is the server's time (or, for the page's own notes, now) as hh:mm.
+function stamp(time) {
+  const t = document.createElement("time");
+  const d = time ? new Date(time) : new Date();
+  t.dateTime = d.toISOString();
+  t.title = d.toLocaleString();
+  t.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return t;
+}
+
+// linkify returns text as text nodes and links, one per http or https URL:
+// the links are built with DOM calls, so no text ever becomes markup, and
+// no other scheme (javascript:, data:) ever becomes a link.
+function linkify(text) {
+  const parts = [];
+  let at = 0;
+  for (const url of text.matchAll(/https?:\/\/[^\s<>"]*[^\s<>"'.,;:!?)\]]/g)) {
+    const a = document.createElement("a");
+    a.href = a.textContent = url[0];
+    a.target = "_blank";
+    a.rel = "noopener noreferrer"; // the new tab cannot reach this one
+    parts.push(text.slice(at, url.index), a);
+    at = url.index + url[0].length;
+  }
+  parts.push(text.slice(at));
+  return parts;
+}
+
+function showPeople() {
+  $("people").replaceChildren(...[...people].sort().map((p) => {
+    const li = document.createElement("li");
+    li.textContent = p;
+    if (p === name) li.className = "me";
+    return li;
+  }));
+  $("count").textContent = people.size;
+  $("here").classList.remove("stale");
+}
+
+function setState(text, down) {
+  $("state").textContent = text;
+  $("state").className = down ? "down" : "";
+}
+
+function showForm(id) {
+  $("join").hidden = id !== "join";
+  $("say").hidden = id !== "say";
+  $("intro").hidden = wasIn;
+  $("here").hidden = !wasIn;
+  $(id === "join" ? "name" : "text").focus();
+}
+
+// stop closes the connection for good: no retry.
+function stop(state) {
+  clearTimeout(timer);
+  if (ws) {
+    ws.onclose = null;
+    ws.close();
+  }
+  setState(state, true);
+}
+
+function send(text) {
+  ws.send(JSON.stringify({ body: text }));
+}
+
+$("join").onsubmit = (e) => {
+  e.preventDefault();
+  stop("not connected");
+  name = $("name").value.trim();
+  $("error").textContent = "";
+  connect();
+};
+
+// Sent now, or, while disconnected, shown as waiting and sent on rejoin.
+$("say").onsubmit = (e) => {
+  e.preventDefault();
+  const text = $("text").value;
+  if (text.trim() === "") return;
+  $("text").value = "";
+  if (joined) return send(text);
+  queue.push(text);
+  note(null, "not sent yet, will be sent once back: " + text, "notice pending");
+};
+
+$("log").onscroll = () => { if (atBottom()) $("newer").hidden = true; };
+$("newer").onclick = () => { $("log").scrollTop = $("log").scrollHeight; };
+document.onvisibilitychange = () => {
+  if (document.hidden) return;
+  unread = 0;
+  document.title = "gochat";
+};
