@@ -65,11 +65,17 @@ func open(t *testing.T, browser context.Context, url string, w, h int64) context
 func tab(t *testing.T, browser context.Context, url, name string) context.Context {
 	t.Helper()
 	ctx := open(t, browser, url, 1000, 700)
+	enter(t, ctx, name)
+	return ctx
+}
+
+// enter joins the chat as name, on a page that shows the name form.
+func enter(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
 	assert.Equal(t, "name form shown, message form hidden", forms(t, ctx))
 	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys("#name", name+"\n"))) // Enter submits the form
 	wait(t, ctx, `!document.getElementById("say").hidden`, name+" has joined: the message form is shown")
 	assert.Equal(t, "name form hidden, message form shown", forms(t, ctx))
-	return ctx
 }
 
 // forms says which of the page's two forms a person can see.
@@ -259,7 +265,7 @@ func TestTheScrollPositionHoldsWhileReadingBack(t *testing.T) {
 	bob.send("one more")
 	logText(t, ctx, "one more")
 	assert.Equal(t, 0, eval[int](t, ctx, `document.getElementById("log").scrollTop`), "the reader was pulled away from where they were reading")
-	assert.False(t, eval[bool](t, ctx, `document.getElementById("newer").hidden`), "no button to the new messages")
+	require.False(t, eval[bool](t, ctx, `document.getElementById("newer").hidden`), "no button to the new messages")
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#newer")))
 	wait(t, ctx, atEnd+` && document.getElementById("newer").hidden`, "the button scrolls to the newest, and goes away")
 }
@@ -278,8 +284,11 @@ func TestLongWordsWrapOnAPhone(t *testing.T) {
 	bob.send("see " + link + ", and javascript:alert(1) http://x.example/.")
 	logText(t, ctx, "javascript:alert(1)")
 	assert.LessOrEqual(t, eval[int](t, ctx, `document.documentElement.scrollWidth`), 390, "the page is wider than the phone")
-	wide := eval[string](t, ctx, `[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > 390).map(e => e.tagName + "#" + e.id).join(" ")`)
-	assert.Empty(t, wide, "elements wider than the phone's screen")
+	// An element whose content overflows it, even if only it scrolls.
+	wide := eval[string](t, ctx, `[...document.querySelectorAll("body *")]
+		.filter(e => e.getBoundingClientRect().right > 390 || e.scrollWidth > e.clientWidth)
+		.map(e => e.tagName + "#" + e.id + " " + e.innerText.slice(0, 20)).join(", ")`)
+	assert.Empty(t, wide, "elements wider than the phone's screen, or whose text is")
 	links := eval[[]string](t, ctx, `[...document.querySelectorAll("#log a")].map(a => a.href + " " + a.rel + " " + a.textContent)`)
 	assert.Equal(t, []string{link + " noopener noreferrer " + link, "http://x.example/ noopener noreferrer http://x.example/"}, links,
 		"links: the http(s) URLs, without the punctuation after them, and nothing else")

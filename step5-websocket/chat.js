@@ -1,9 +1,9 @@
-// The whole client: join with a name, show what the server sends, send
-// what you type, and reconnect by itself, keeping the log. Text from the
-// server is always shown with textContent, never innerHTML: a message is
-// text, never markup.
+// The whole client: join with a name, show what the server sends, send what
+// you type, and reconnect by itself, keeping the log. What the server sends
+// is shown with textContent, never innerHTML: a message is text, not markup.
 "use strict";
 const $ = (id) => document.getElementById(id);
+const log = $("log");
 let ws = null;          // the current connection
 let name = "";          // the name we join with
 let joined = false;     // has the server welcomed this connection?
@@ -12,7 +12,7 @@ let retry = 1;          // seconds before the next try, doubled up to 10
 let timer = 0;          // the next try
 let unread = 0;         // messages that came while the tab was hidden
 const queue = [];       // what was typed while disconnected, sent on rejoin
-const people = new Set(); // who is in the room, us included
+let people = new Set(); // who is in the room, us included
 const seen = new Map(); // each message shown (as JSON), and how many times
 let replay = new Map(); // of those, the ones a rejoin's history may repeat
 
@@ -46,15 +46,14 @@ function receive(m) {
       joined = true;
       retry = 1;
       replay = new Map(seen);
-      people.clear();
-      [name, ...(m.here || [])].forEach((p) => people.add(p));
+      people = new Set([name, ...(m.here || [])]);
       showPeople();
-      note(m.time, (wasIn ? "back, as " : "you joined as ") + name, wasIn ? "gap" : "notice");
+      note(m.time, (wasIn ? "back, as " : "you joined as ") + name);
       wasIn = true;
       setState("connected", false);
       $("error").textContent = "";
       showForm("say");
-      document.querySelectorAll("#log .pending").forEach((li) => li.remove());
+      log.querySelectorAll(".pending").forEach((li) => li.remove());
       queue.splice(0).forEach(send);
       break;
     case "refused": // a bad or taken name: ask again
@@ -73,7 +72,7 @@ function receive(m) {
       note(m.time, m.body + " left");
       break;
     case "bye": // the server is about to close the connection, and says why
-      note(m.time, "the server closed the connection: " + m.body, "gap");
+      note(m.time, "the server closed the connection: " + m.body);
       break;
     default:
       show(m);
@@ -89,11 +88,8 @@ function show(m) {
     return;
   }
   seen.set(key, (seen.get(key) || 0) + 1);
-  const li = document.createElement("li");
-  const who = document.createElement("b");
-  who.textContent = m.author;
-  li.append(stamp(m.time), " ", who, " ", ...linkify(m.body));
-  li.className = m.author === name ? "msg mine" : "msg";
+  const li = el("li", "", m.author === name ? "msg mine" : "msg");
+  li.append(stamp(m.time), " ", el("b", m.author), " ", ...linkify(m.body));
   if (document.hidden && m.author !== name) {
     unread++;
     document.title = `(${unread}) gochat`;
@@ -103,16 +99,22 @@ function show(m) {
 
 // note adds a line from the page or the server, not from a person.
 function note(time, text, kind = "notice") {
-  const li = document.createElement("li");
-  li.className = kind;
+  const li = el("li", "", kind);
   li.append(stamp(time), " ", text);
   add(li);
+}
+
+// el makes an element holding text, as text: never as markup.
+function el(tag, text, className = "") {
+  const e = document.createElement(tag);
+  e.textContent = text;
+  e.className = className;
+  return e;
 }
 
 // add appends li to the log, and scrolls to it if the reader was at the
 // end. A reader who scrolled back keeps their place, and gets a button.
 function add(li) {
-  const log = $("log");
   const atEnd = atBottom();
   log.append(li);
   if (atEnd || li.classList.contains("mine")) log.scrollTop = log.scrollHeight;
@@ -120,17 +122,15 @@ function add(li) {
 }
 
 function atBottom() {
-  const log = $("log");
   return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 }
 
 // stamp is the server's time (or, for the page's own notes, now) as hh:mm.
 function stamp(time) {
-  const t = document.createElement("time");
   const d = time ? new Date(time) : new Date();
+  const t = el("time", d.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" }));
   t.dateTime = d.toISOString();
   t.title = d.toLocaleString();
-  t.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   return t;
 }
 
@@ -141,8 +141,8 @@ function linkify(text) {
   const parts = [];
   let at = 0;
   for (const url of text.matchAll(/https?:\/\/[^\s<>"]*[^\s<>"'.,;:!?)\]]/g)) {
-    const a = document.createElement("a");
-    a.href = a.textContent = url[0];
+    const a = el("a", url[0]);
+    a.href = url[0];
     a.target = "_blank";
     a.rel = "noopener noreferrer"; // the new tab cannot reach this one
     parts.push(text.slice(at, url.index), a);
@@ -153,12 +153,8 @@ function linkify(text) {
 }
 
 function showPeople() {
-  $("people").replaceChildren(...[...people].sort().map((p) => {
-    const li = document.createElement("li");
-    li.textContent = p;
-    if (p === name) li.className = "me";
-    return li;
-  }));
+  const names = [...people].sort(new Intl.Collator(undefined, { numeric: true }).compare);
+  $("people").replaceChildren(...names.map((p) => el("li", p, p === name ? "me" : "")));
   $("count").textContent = people.size;
   $("here").classList.remove("stale");
 }
@@ -179,16 +175,12 @@ function showForm(id) {
 // stop closes the connection for good: no retry.
 function stop(state) {
   clearTimeout(timer);
-  if (ws) {
-    ws.onclose = null;
-    ws.close();
-  }
+  if (ws) ws.onclose = null;
+  ws?.close();
   setState(state, true);
 }
 
-function send(text) {
-  ws.send(JSON.stringify({ body: text }));
-}
+const send = (text) => ws.send(JSON.stringify({ body: text }));
 
 $("join").onsubmit = (e) => {
   e.preventDefault();
@@ -209,10 +201,8 @@ $("say").onsubmit = (e) => {
   note(null, "not sent yet, will be sent once back: " + text, "notice pending");
 };
 
-$("log").onscroll = () => { if (atBottom()) $("newer").hidden = true; };
-$("newer").onclick = () => { $("log").scrollTop = $("log").scrollHeight; };
+log.onscroll = () => { if (atBottom()) $("newer").hidden = true; };
+$("newer").onclick = () => { log.scrollTop = log.scrollHeight; };
 document.onvisibilitychange = () => {
-  if (document.hidden) return;
-  unread = 0;
-  document.title = "gochat";
+  if (!document.hidden) { unread = 0; document.title = "gochat"; }
 };
