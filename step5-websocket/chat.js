@@ -41,7 +41,7 @@ function connect() {
 
 function receive(m) {
   switch (m.event) {
-    case "welcome": // who is here follows in m.here, then the history
+    case "welcome": // m.here lists who else is here; the history follows
       name = m.body;
       joined = true;
       retry = 1;
