@@ -96,12 +96,21 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 }
 
 // wait waits until the JavaScript expression cond is true in the page, or
-// fails the test saying what it waited for, and what the log shows.
+// fails the test saying what it waited for, and what the page shows.
 func wait(t *testing.T, ctx context.Context, cond, what string) {
+	t.Helper()
+	waitWithin(t, ctx, chattest.Timeout, cond, what)
+}
+
+// retryWait is how long a page may take to get back in once the server is:
+// it tries again every 10 s at most (chat.js).
+const retryWait = 10*time.Second + chattest.Timeout
+
+func waitWithin(t *testing.T, ctx context.Context, timeout time.Duration, cond, what string) {
 	t.Helper()
 	// Every 50 ms: the default, on every animation frame, stops in a hidden tab.
 	_, err := chromedp.Run(ctx, chromedp.Poll[bool](cond,
-		chromedp.WithPollingTimeout(chattest.Timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
+		chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
 	if err != nil {
 		text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
 		t.Fatalf("waited for this, in vain (%v): %s\nThe page shows:\n%s", err, what, text)
@@ -143,6 +152,7 @@ func TestTwoBrowserTabsChat(t *testing.T) {
 	logText(t, tabA, bob+" joined")
 
 	say(t, tabA, "hello from a browser")
+	logText(t, tabA, "hello from a browser")
 	logText(t, tabB, "hello from a browser")
 	mine := `[...document.querySelectorAll("#log li.mine")].map(li => li.innerText).join("\n")`
 	assert.Contains(t, eval[string](t, tabA, mine), "hello from a browser", "a tab tells its own messages apart")
@@ -181,10 +191,11 @@ func TestJoiningWhileTheServerIsDownSaysSoAndRetries(t *testing.T) {
 	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout+2*time.Second))
 	name := chattest.Name("ana")
 	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys("#name", name+"\n")))
-	wait(t, ctx, `document.getElementById("error").textContent.startsWith("cannot reach the server: trying again in")`,
-		"the page says it cannot reach the server, and will try again")
+	wait(t, ctx, `document.getElementById("error").textContent.startsWith("cannot connect to the server: trying again in")`,
+		"the page says it cannot connect to the server, and will try again")
 	chattest.StartProcess(t, "-addr", p.Addr)
-	logText(t, ctx, "you joined as "+name)
+	waitWithin(t, ctx, retryWait, `document.getElementById("log").innerText.includes(`+jsString("you joined as "+name)+`)`,
+		"the page gets in once the server is back")
 	wait(t, ctx, `document.getElementById("error").textContent === ""`, "the error is gone once in")
 }
 
@@ -203,7 +214,7 @@ func TestARestartKeepsTheLogAndSendsWhatWasTypedMeanwhile(t *testing.T) {
 
 	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout+2*time.Second))
 	logText(t, ctx, "the server closed the connection: server is shutting down")
-	wait(t, ctx, `document.getElementById("state").textContent.startsWith("disconnected, retrying in")`,
+	wait(t, ctx, `document.getElementById("state").textContent.includes(", retrying in")`,
 		"the header says the page is disconnected, and retrying")
 	say(t, ctx, "typed while the server was down")
 	wait(t, ctx, `document.querySelector("#log .pending")?.innerText.includes("typed while the server was down")`,
@@ -211,11 +222,12 @@ func TestARestartKeepsTheLogAndSendsWhatWasTypedMeanwhile(t *testing.T) {
 
 	// The server comes back on the same address: the page rejoins by itself.
 	chattest.StartProcess(t, "-addr", p.Addr)
+	waitWithin(t, ctx, retryWait, `document.getElementById("state").textContent === "connected"`,
+		"the page gets back in once the server is back")
+	text := logText(t, ctx, "back, as "+ana)
 	cat := join(t, p.Addr, chattest.Name("cat"))
 	require.NoError(t, cat.tryUntil(says(ana, "typed while the server was down")),
 		"%s should send what was typed while the server was down, once back", ana)
-	text := logText(t, ctx, "back, as "+ana)
-	wait(t, ctx, `document.getElementById("state").textContent === "connected"`, "the header says connected")
 	assert.Contains(t, text, "said before the restart", "the log from before the restart is kept")
 	gaps := eval[string](t, ctx, `[...document.querySelectorAll("#log .gap")].map(li => li.innerText).join("\n")`)
 	assert.Contains(t, gaps, "connection lost", "the gap is marked")

@@ -31,7 +31,7 @@ function connect() {
     if (joined) note(null, "connection lost", "gap");
     joined = false;
     $("here").classList.add("stale");
-    const why = opened ? "disconnected" : "cannot reach the server";
+    const why = opened ? "disconnected" : "cannot connect to the server";
     setState(`${why}, retrying in ${retry}s`, true);
     if (!wasIn) $("error").textContent = `${why}: trying again in ${retry}s`;
     timer = setTimeout(connect, retry * 1000);
