@@ -127,7 +127,8 @@ function atBottom() {
 
 // stamp is the server's time (or, for the page's own notes, now) as hh:mm.
 function stamp(time) {
-  const d = time ? new Date(time) : new Date();
+  let d = new Date(time);
+  if (!time || isNaN(d)) d = new Date(); // a note of the page's own, or a bad time
   const t = el("time", d.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" }));
   t.dateTime = d.toISOString();
   t.title = d.toLocaleString();

@@ -87,3 +87,13 @@ func TestSharedFilesAreTheSameInEveryStepThatHasThem(t *testing.T) {
 		assert.NotEmpty(t, first, "no step has %s", name)
 	}
 }
+
+// TestStep5PageStaysSmall keeps step 5's page one a learner reads in
+// minutes: its HTML, script and style sheet together under 300 lines.
+func TestStep5PageStaysSmall(t *testing.T) {
+	total := 0
+	for _, name := range []string{"index.html", "chat.js", "chat.css"} {
+		total += lines(t, filepath.Join(root, "step5-websocket", name))
+	}
+	assert.Less(t, total, 300, "step5-websocket's index.html, chat.js and chat.css have %d lines together", total)
+}
