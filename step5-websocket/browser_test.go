@@ -13,6 +13,7 @@ import (
 	"gochat-steps/internal/chattest"
 
 	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -177,6 +178,11 @@ func TestThePageShowsWhyANameIsRefused(t *testing.T) {
 	addr := start(t, defaults)
 	taken := join(t, addr, chattest.Name("ana"))
 	ctx := open(t, b, "http://"+addr+"/", 1000, 700)
+	assert.Contains(t, eval[string](t, ctx, `document.getElementById("intro").innerText`), "A chat room",
+		"the first screen says what this is")
+	font := `getComputedStyle(document.querySelector("#join %s")).font`
+	assert.Equal(t, eval[string](t, ctx, fmt.Sprintf(font, "input")), eval[string](t, ctx, fmt.Sprintf(font, "button")),
+		"the Join button's font is the name box's")
 	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys("#name", taken.name+"\n")))
 	wait(t, ctx, `document.getElementById("error").textContent === "name is taken"`, "the page says: name is taken")
 	assert.Equal(t, "name form shown, message form hidden", forms(t, ctx))
@@ -286,6 +292,12 @@ func TestLongWordsWrapOnAPhone(t *testing.T) {
 	b := browser(t)
 	addr := start(t, defaults)
 	ctx := open(t, b, "http://"+addr+"/", 390, 844)
+	_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "rgb(21, 25, 30)", eval[string](t, ctx, `getComputedStyle(document.body).backgroundColor`),
+		"dark mode: the page follows the reader's prefers-color-scheme")
 	ana := chattest.Name("ana")
 	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys("#name", ana+"\n")))
 	link := "https://example.com/" + strings.Repeat("a-long-path/", 11) + "end?q=1"
