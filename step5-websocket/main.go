@@ -132,7 +132,7 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// Greeting, announcing and registering are one step, so the
 				// newcomer gets all that is said after its greeting, and
 				// never its own arrival.
-				here := slices.Sorted(maps.Keys(clients))
+				here := slices.Collect(maps.Keys(clients))
 				cli.out.put(encode(message{Event: "welcome", Body: cli.name, Here: here}))
 				for _, msg := range history {
 					cli.out.put(msg) // refused past maxPending: see exercise 3
