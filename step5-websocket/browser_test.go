@@ -245,10 +245,9 @@ func TestARestartKeepsTheLogAndSendsWhatWasTypedMeanwhile(t *testing.T) {
 // An open tab is not idle: the server's pings keep it in, and the browser
 // answers them by itself, however quiet its reader.
 func TestAQuietTabStaysConnectedWellPastIdle(t *testing.T) {
-	t.Skip("needs server pings from branch i12-web")
 	b := browser(t)
 	idle := time.Second
-	addr := start(t, options{idle: idle, history: 10})
+	addr := start(t, options{idle: idle, history: 10, maxConns: 10})
 	ana := chattest.Name("ana")
 	ctx := tab(t, b, "http://"+addr+"/", ana)
 	// Four times -idle, with nothing typed: the page must stay connected.
