@@ -84,7 +84,7 @@ func deliver(b *testing.B, addrs []string, perSender int, pace time.Duration) {
 		if err := websocket.JSON.Receive(conns[0], &ms); err != nil {
 			b.Fatal(err)
 		}
-		in = slices.Contains(ms, message{Event: "arrived", Body: names[clients-1]})
+		in = slices.ContainsFunc(ms, func(m message) bool { return m.is(message{Event: "arrived", Body: names[clients-1]}) })
 	}
 
 	total := b.N * perSender * senders // messages every client must receive

@@ -220,6 +220,7 @@ func (c *cluster) next() (message, error) {
 			log.Printf("the stream holds a message that is not ours (%s): %v", msg.Subject(), err)
 			continue
 		}
+		m.Time = meta.Timestamp.UTC().Format(time.RFC3339) // the stream's clock: one for all servers
 		if id := msg.Headers().Get(ownHeader); id != "" {
 			c.mu.Lock()
 			m.own = c.coming[id] // nil if it came or went on another server

@@ -23,7 +23,7 @@ func expectAfter(t *testing.T, c *wsClient, sent string, want message, why strin
 	if err != nil {
 		t.Fatalf("after %q was sent, %s expected %+v (%s), got %v", sent, c.name, want, why, err)
 	}
-	if got != want {
+	if !got.is(want) {
 		t.Fatalf("after %q was sent, %s expected %+v (%s), got %+v", sent, c.name, want, why, got)
 	}
 }

@@ -14,9 +14,11 @@ import (
 	"errors"
 	"flag"
 	"log"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -115,15 +117,20 @@ func newRoom(c *cluster, fail func(error)) *room {
 // message is what frames carry. The server sets the author, so nobody can
 // speak as someone else; its own notices have an event instead (see docs).
 type message struct {
-	Author string  `json:"author"`
-	Body   string  `json:"body"`
-	Event  string  `json:"event,omitempty"`
-	own    *client // on an arrival or a departure, on the client's own server: who
+	Author string   `json:"author"`
+	Body   string   `json:"body"`
+	Event  string   `json:"event,omitempty"`
+	Time   string   `json:"time"`           // when the stream stored it, or the server encoded it
+	Here   []string `json:"here,omitempty"` // a welcome's: who else is in
+	own    *client  // on an arrival or a departure, on the client's own server: who
 }
 
 // encode turns m into JSON and a comma, once for all its readers (wsConn).
 func encode(m message) string {
-	b, _ := json.Marshal(m) // never fails: a struct of strings
+	if m.Time == "" { // the stream's messages have its time, the same everywhere
+		m.Time = time.Now().UTC().Format(time.RFC3339)
+	}
+	b, _ := json.Marshal(m) // never fails: strings only
 	return string(append(b, ','))
 }
 
@@ -154,8 +161,9 @@ const maxHistory = maxPending / 2
 func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	defer close(stopped)
 	clients := make(map[string]*client)
-	var history []string // the last messages, oldest first, within maxHistory
-	size := 0            // the bytes in history
+	here := make(map[string]bool) // who is in, on every server: the stream says
+	var history []string          // the last messages, oldest first, within maxHistory
+	size := 0                     // the bytes in history
 	for {
 		select {
 		case m, ok := <-r.messages:
@@ -175,14 +183,20 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// Its own arrival: greeting and registering it here, in one
 				// step, gives it its place in the stream's order. It gets
 				// all that comes after, and never its own arrival.
-				cli.out.put(encode(message{Event: "welcome", Body: cli.name}))
+				others := slices.Collect(maps.Keys(here))
+				cli.out.put(encode(message{Event: "welcome", Body: cli.name, Here: others}))
 				for _, msg := range history {
 					cli.out.put(msg) // fits: the outbox takes maxPending bytes
 				}
 				clients[cli.name] = cli
 				close(cli.admitted)
 			}
-			if m.Event == "" { // said, not an arrival or a departure
+			switch m.Event {
+			case "arrived":
+				here[m.Body] = true
+			case "left":
+				delete(here, m.Body)
+			case "": // said: the history keeps it
 				history = append(history, msg)
 				size += len(msg)
 				for len(history) > keep || size > maxHistory {
