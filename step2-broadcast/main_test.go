@@ -383,6 +383,13 @@ func TestAcceptErrorsDoNotStopTheServer(t *testing.T) {
 	enter(t, addr)
 }
 
+// The program logs where it listens, so that whoever started it knows
+// where to connect.
+func TestProgramLogsWhereItListens(t *testing.T) {
+	chattest.Parallel(t)
+	chattest.StartProcess(t, "-addr", "127.0.0.1:0").ExpectListening()
+}
+
 func TestProgramStopsCleanlyOnSIGTERM(t *testing.T) {
 	chattest.Parallel(t)
 	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")

@@ -328,14 +328,11 @@ func TestEveryWayOutIsAnnouncedOnce(t *testing.T) {
 }
 
 func TestIdleClientIsToldAndDisconnected(t *testing.T) {
-	chattest.InProcess(t) // needs a short -idle
 	chattest.Parallel(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
 	const idle = 300 * time.Millisecond
-	addr := chattest.StartOn(t, ln, func(ctx context.Context, ln net.Listener) error {
+	addr := chattest.StartWith(t, func(ctx context.Context, ln net.Listener) error {
 		return serve(ctx, ln, idle)
-	})
+	}, "-idle", idle.String())
 	atPrompt := chattest.Dial(t, addr)
 	atPrompt.ExpectText(prompt)
 	ana := chattest.Name("ana")
@@ -636,6 +633,13 @@ func TestAcceptErrorsDoNotStopTheServer(t *testing.T) {
 	require.NoError(t, err)
 	addr := chattest.StartOn(t, &flakyListener{Listener: ln, failures: 3}, serveDefault)
 	join(t, addr, chattest.Name("ana"))
+}
+
+// The program logs where it listens, so that whoever started it knows
+// where to connect.
+func TestProgramLogsWhereItListens(t *testing.T) {
+	chattest.Parallel(t)
+	chattest.StartProcess(t, "-addr", "127.0.0.1:0").ExpectListening()
 }
 
 // On SIGTERM everyone, named or still at the prompt, is told, and the

@@ -31,12 +31,27 @@ type options struct {
 
 var defaults = options{idle: 5 * time.Minute, history: 100}
 
-// start runs a server with opts for the test (or uses CHAT_ADDR).
+// start runs a server with opts for the test: in this process, or the
+// student's program with the same settings as flags (classroom mode).
 func start(t *testing.T, opts options) string {
 	t.Helper()
-	return chattest.Start(t, func(ctx context.Context, ln net.Listener) error {
+	serveOpts := func(ctx context.Context, ln net.Listener) error {
 		return serve(ctx, ln, opts.idle, opts.history, opts.origin)
-	})
+	}
+	if opts == defaults {
+		return chattest.Start(t, serveOpts)
+	}
+	var flags []string
+	if opts.idle != defaults.idle {
+		flags = append(flags, "-idle", opts.idle.String())
+	}
+	if opts.history != defaults.history {
+		flags = append(flags, "-history", fmt.Sprint(opts.history))
+	}
+	if opts.origin != defaults.origin {
+		flags = append(flags, "-origin", opts.origin)
+	}
+	return chattest.StartWith(t, serveOpts, flags...)
 }
 
 // wsClient is one test WebSocket connection, as a browser on the page would open it.
@@ -219,9 +234,8 @@ func TestBadAndTakenNamesAreRefusedWithAReason(t *testing.T) {
 }
 
 func TestNewcomersGetTheRecentHistoryFirst(t *testing.T) {
-	chattest.InProcess(t) // a short -history
 	chattest.Parallel(t)
-	addr := start(t, options{idle: time.Minute, history: 3})
+	addr := start(t, options{idle: defaults.idle, history: 3})
 	ana := chattest.Name("ana")
 	a := join(t, addr, ana)
 	for i := range 5 {
@@ -271,7 +285,12 @@ func TestBadFramesAreRefusedAndLeaveNoTrace(t *testing.T) {
 
 func TestHandshakesFromOtherSitesAreRefused(t *testing.T) {
 	chattest.Parallel(t)
-	addr := start(t, options{idle: time.Minute, history: 10, origin: "https://allowed.example"})
+	opts := defaults
+	opts.origin = "https://allowed.example"
+	if chattest.ClassroomAddr() != "" {
+		opts = defaults // the running server has the -origin it has
+	}
+	addr := start(t, opts)
 	for _, tc := range []struct {
 		origin string
 		status int
@@ -283,8 +302,8 @@ func TestHandshakesFromOtherSitesAreRefused(t *testing.T) {
 		{"https://allowed.example", http.StatusSwitchingProtocols}, // -origin: in-process only
 		{"", http.StatusSwitchingProtocols},                        // not a browser
 	} {
-		if tc.origin == "https://allowed.example" && chattest.ClassroomAddr() != "" {
-			continue // the server under test was not started with this -origin
+		if tc.origin == "https://allowed.example" && opts.origin != tc.origin {
+			continue // CHAT_ADDR: the server under test was not started with this -origin
 		}
 		req, err := http.NewRequest("GET", "http://"+addr+"/ws", nil)
 		require.NoError(t, err)
@@ -326,9 +345,8 @@ func TestQuitLeavesTheRoom(t *testing.T) {
 }
 
 func TestIdleClientsAreToldAndDisconnected(t *testing.T) {
-	chattest.InProcess(t) // a short -idle
 	chattest.Parallel(t)
-	addr := start(t, options{idle: 300 * time.Millisecond, history: 10})
+	addr := start(t, options{idle: 300 * time.Millisecond, history: defaults.history})
 	a := join(t, addr, chattest.Name("ana"))
 	a.expect(message{Event: "bye", Body: "idle timeout"})
 	a.expectClosed()
@@ -449,6 +467,13 @@ func TestTwoGoroutinesPerClient(t *testing.T) {
 		c.ws.Close()
 	}
 	chattest.WaitGoroutines(t, base+2, "all clients gone")
+}
+
+// The program logs where it listens, so that whoever started it knows
+// where to connect.
+func TestProgramLogsWhereItListens(t *testing.T) {
+	chattest.Parallel(t)
+	chattest.StartProcess(t, "-addr", "127.0.0.1:0").ExpectListening()
 }
 
 func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {

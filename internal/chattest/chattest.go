@@ -2,10 +2,9 @@
 // connections for their tests. Every wait has a deadline (Timeout), and a
 // failure says what was sent, what was expected and what arrived.
 //
-// Classroom mode: with CHAT_ADDR=host:port set, Start returns that address
-// instead of starting a server, so a step's protocol tests grade a server
-// that is already running (a student's, in any language). Tests that need
-// the server inside the test process call InProcess and are skipped.
+// Classroom mode (CHAT_CMD or CHAT_ADDR, see classroom.go): the same tests
+// grade a server that is not the repository's own, a student's, in any
+// language.
 package chattest
 
 import (
@@ -35,44 +34,48 @@ import (
 // race detector on a 2-core machine slows everything down several times.
 const Timeout = 10 * time.Second
 
-// ClassroomAddr is the address of the server under test in classroom mode,
-// or "" when the tests start their own.
-func ClassroomAddr() string { return os.Getenv("CHAT_ADDR") }
-
-// InProcess skips t in classroom mode: it needs the server in this process.
-func InProcess(t testing.TB) {
-	t.Helper()
-	if addr := ClassroomAddr(); addr != "" {
-		t.Skipf("classroom mode (CHAT_ADDR=%s): this test needs the server in the test process", addr)
-	}
-}
-
-// OwnCode skips t in classroom mode: t checks a function of this
-// repository's own step, not the server under test, so there it would
-// pass without grading anything.
-func OwnCode(t testing.TB) {
-	t.Helper()
-	if addr := ClassroomAddr(); addr != "" {
-		t.Skipf("classroom mode (CHAT_ADDR=%s): this test checks the reference code, not your server", addr)
-	}
-}
-
 // Start runs serve on a fresh 127.0.0.1 listener until the test ends, and
-// returns its address; in classroom mode it returns CHAT_ADDR instead. When
-// the test ends, serve must return nil within Timeout of being cancelled.
+// returns its address. When the test ends, serve must return nil within
+// Timeout of being cancelled. In classroom mode it starts the student's
+// program instead (CHAT_CMD, with its default flags), or returns CHAT_ADDR.
 func Start(t testing.TB, serve func(context.Context, net.Listener) error) string {
 	t.Helper()
-	if addr := ClassroomAddr(); addr != "" {
-		forgetPeers() // a new test: the clients so far belong to earlier ones
-		return addr
+	switch {
+	case ClassroomCmd() != "":
+		return startStudent(t, nil).Addr
+	case ClassroomAddr() != "":
+		return shared(t)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	return StartOn(t, ln, serve)
 }
 
-// StartOn is Start with the test's own listener. It ignores CHAT_ADDR and
-// always starts serve in this process: callers call InProcess first.
+// StartWith is Start for a test that needs a server of its own, started
+// with settings other than the defaults. The test states them once, twice
+// written: serve is the step's serve with those settings, run in this
+// process; flags are the same settings as the program's flags ("-idle",
+// "300ms"), for the student's program in CHAT_CMD mode. With CHAT_ADDR the
+// test is skipped: the running server has the settings it has.
+func StartWith(t testing.TB, serve func(context.Context, net.Listener) error, flags ...string) string {
+	t.Helper()
+	switch {
+	case ClassroomCmd() != "":
+		return startStudent(t, flags).Addr
+	case ClassroomAddr() != "":
+		what := "it needs a server of its own"
+		if len(flags) > 0 {
+			what = "it needs a server started with " + strings.Join(flags, " ")
+		}
+		Own(t, what)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return StartOn(t, ln, serve)
+}
+
+// StartOn is Start with the test's own listener. It ignores classroom mode
+// and always starts serve in this process: callers call InProcess first.
 func StartOn(t testing.TB, ln net.Listener, serve func(context.Context, net.Listener) error) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -92,17 +95,24 @@ func StartOn(t testing.TB, ln net.Listener, serve func(context.Context, net.List
 
 // Client is one test connection to a chat server.
 type Client struct {
-	t    testing.TB
-	conn *net.TCPConn
-	in   *bufio.Reader
-	last []string // the last lines sent, for failure messages
+	t      testing.TB
+	conn   *net.TCPConn
+	in     *bufio.Reader
+	server string   // the address dialled
+	name   string   // its name in the room, once Named
+	last   []string // the last lines sent, for failure messages
 }
 
 // Dial connects to addr; the connection is closed when the test ends.
 func Dial(t testing.TB, addr string) *Client {
 	t.Helper()
 	c, err := TryDial(t, addr)
-	require.NoError(t, err)
+	if err != nil {
+		if why := gone(t, addr); why != "" {
+			t.Fatal(why)
+		}
+		t.Fatal(err)
+	}
 	return c
 }
 
@@ -115,7 +125,34 @@ func TryDial(t testing.TB, addr string) (*Client, error) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	knowPeer(conn.LocalAddr().String())
-	return &Client{t: t, conn: conn.(*net.TCPConn), in: bufio.NewReader(conn)}, nil
+	return &Client{t: t, conn: conn.(*net.TCPConn), in: bufio.NewReader(conn), server: addr}, nil
+}
+
+// Named records that the client is in the room as name, so that failure
+// messages call it by its name rather than by its address.
+func (c *Client) Named(name string) *Client {
+	c.name = name
+	return c
+}
+
+// Who is how failure messages call the client: its name once Named, or
+// else "the client at" its address (its name in step 2).
+func (c *Client) Who() string {
+	if c.name != "" {
+		return c.name
+	}
+	return "the client at " + c.Addr()
+}
+
+// fatalf fails the test with the message, and if the server under test is
+// gone (crashed, or no longer accepting connections), says that first.
+func (c *Client) fatalf(format string, args ...any) {
+	c.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if why := gone(c.t, c.server); why != "" {
+		msg = why + "\n(then: " + msg + ")"
+	}
+	c.t.Fatal(msg)
 }
 
 // Addr is the client's own address: the name the server sees in step 2.
@@ -128,7 +165,9 @@ func (c *Client) Conn() *net.TCPConn { return c.conn }
 // them pipelined, as a fast client or a paste would send them.
 func (c *Client) Send(lines ...string) {
 	c.t.Helper()
-	require.NoError(c.t, c.TrySend(lines...))
+	if err := c.TrySend(lines...); err != nil {
+		c.fatalf("%v", err)
+	}
 }
 
 // TrySend is Send that reports errors instead of failing the test.
@@ -142,16 +181,18 @@ func (c *Client) TrySend(lines ...string) error {
 	}
 	_, err := io.WriteString(c.conn, strings.Join(lines, "\n")+"\n")
 	if err != nil {
-		return fmt.Errorf("%s sending %q: %w", c.Addr(), lines, err)
+		return fmt.Errorf("%s sending %.80q: %w", c.Who(), lines, err)
 	}
 	return nil
 }
 
 // ReadLine returns the next line without its "\n", waiting at most Timeout.
 // In classroom mode it skips the departures of clients that this test did
-// not create: those of the previous test's clients can reach the shared
-// server's room after this test has started. (Arrivals are never stale,
-// and a step 2 client's address is known only once it has connected.)
+// not create: with CHAT_ADDR, those of the previous test's clients can
+// reach the shared server's room after this test has started; with
+// CHAT_CMD, that of the connection that checked the new server listens.
+// (Arrivals are never stale, and a step 2 client's address is known only
+// once it has connected.)
 func (c *Client) ReadLine() (string, error) {
 	for {
 		if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
@@ -165,7 +206,7 @@ func (c *Client) ReadLine() (string, error) {
 			return "", err
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if ClassroomAddr() == "" {
+		if !Classroom() {
 			return line, nil
 		}
 		if m := departure.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]) {
@@ -183,7 +224,7 @@ func (c *Client) Line(waitingFor string) string {
 	c.t.Helper()
 	line, err := c.ReadLine()
 	if err != nil {
-		c.t.Fatalf("%s expected %s, got %v (last sent: %.80q)", c.Addr(), waitingFor, err, c.last)
+		c.fatalf("%s expected %s, got %v (%s last sent: %.80q)", c.Who(), waitingFor, err, c.Who(), c.last)
 	}
 	return line
 }
@@ -193,7 +234,7 @@ func (c *Client) Expect(want string) {
 	c.t.Helper()
 	got := c.Line(fmt.Sprintf("%q", want))
 	if got != want {
-		c.t.Fatalf("%s expected %q, got %.80q (last sent: %.80q)", c.Addr(), want, got, c.last)
+		c.fatalf("%s expected %q, got %.80q (%s last sent: %.80q)", c.Who(), want, got, c.Who(), c.last)
 	}
 }
 
@@ -204,10 +245,10 @@ func (c *Client) ExpectAfter(sent, want, why string) {
 	c.t.Helper()
 	got, err := c.ReadLine()
 	if err != nil {
-		c.t.Fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Addr(), want, why, err)
+		c.fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Who(), want, why, err)
 	}
 	if got != want {
-		c.t.Fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Addr(), want, why, got)
+		c.fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Who(), want, why, got)
 	}
 }
 
@@ -219,7 +260,7 @@ func (c *Client) ExpectText(want string) {
 	got := make([]byte, len(want))
 	n, err := io.ReadFull(c.in, got)
 	if err != nil || string(got) != want {
-		c.t.Fatalf("%s expected %q, got %.80q (%v) (last sent: %.80q)", c.Addr(), want, got[:n], err, c.last)
+		c.fatalf("%s expected %q, got %.80q (%v) (%s last sent: %.80q)", c.Who(), want, got[:n], err, c.Who(), c.last)
 	}
 }
 
@@ -228,7 +269,7 @@ func (c *Client) Until(want string) []string {
 	c.t.Helper()
 	skipped, err := c.TryUntil(want)
 	if err != nil {
-		c.t.Fatalf("%s: %v (last sent: %.80q)", c.Addr(), err, c.last)
+		c.fatalf("%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
 	}
 	return skipped
 }
@@ -255,9 +296,9 @@ func (c *Client) ExpectClosed() {
 	line, err := c.ReadLine()
 	switch {
 	case err == nil:
-		c.t.Fatalf("%s expected the server to close the connection, got %.80q", c.Addr(), line)
+		c.t.Fatalf("%s expected the server to close the connection, got %.80q", c.Who(), line)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.t.Fatalf("%s expected the server to close the connection, still open after %v", c.Addr(), Timeout)
+		c.t.Fatalf("%s expected the server to close the connection, still open after %v", c.Who(), Timeout)
 	}
 	// io.EOF, or a reset: the server has closed the connection.
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,7 +27,9 @@ const runMainEnv = "CHATTEST_RUN_MAIN"
 
 // Main is a step's TestMain: it runs the step's main() when StartProcess
 // asked for it, and otherwise runs the tests and checks that they leave no
-// goroutine behind.
+// goroutine behind. In classroom mode it ends with a line that counts the
+// behaviours graded, passed, failed and skipped, and fails a run that
+// graded nothing.
 //
 // While the tests run, what the servers in this process log (the log
 // package's standard logger) is kept in memory, and printed only if the
@@ -54,6 +58,9 @@ func runTests(m *testing.M) int {
 	log.SetOutput(os.Stderr)
 	if code != 0 || testing.Verbose() {
 		logs.print(os.Stderr)
+	}
+	if Classroom() && !summary(os.Stdout) {
+		code = 1
 	}
 	return code
 }
@@ -93,79 +100,323 @@ func (l *serverLog) print(w io.Writer) {
 	fmt.Fprintf(w, "--- end of the servers' log\n")
 }
 
-// Process is the step's program, running as a child process.
+// Process is the step's program, running as a child process: the
+// repository's own (its main()), or in CHAT_CMD mode the student's.
 type Process struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	Addr   string        // from its "listening on" log line
-	Stdout *bufio.Reader // what it prints on standard output
-	exited chan error    // receives cmd.Wait's result once
-	waited bool          // Stop has received it
+	t       testing.TB
+	cmd     *exec.Cmd
+	student bool          // CHAT_CMD's program, in a process group of its own
+	Addr    string        // where it listens
+	Stdout  *bufio.Reader // what it prints on standard output (not CHAT_CMD's)
+	done    chan struct{} // closed once cmd.Wait has returned
+
+	mu       sync.Mutex
+	stderr   []string // its last lines on standard error (CHAT_CMD: and output)
+	stopped  bool     // the test signalled it: an exit is no crash
+	reported bool     // its crash has been told
 }
 
 var listening = regexp.MustCompile(`listening on (?:http://)?(\S+?)/?$`)
 
-// StartProcess runs the step's main() with args in a child process and
-// waits for it to log "listening on <addr>". The process is killed when the
-// test ends if it is still running.
+// StartProcess runs the step's program with args in a child process, and
+// returns once it listens. The process is stopped when the test ends if it
+// is still running.
+//
+// The repository's own program is the step's main(), and StartProcess
+// waits for its "listening on <addr>" log line. In CHAT_CMD mode it is the
+// student's program, run as sh -c "exec $CHAT_CMD <args>" with the -addr of
+// port 0 replaced by a free port, and StartProcess waits until that port
+// accepts connections. With CHAT_ADDR, t is skipped: the server is not
+// the tests' to start.
 func StartProcess(t testing.TB, args ...string) *Process {
 	t.Helper()
-	InProcess(t)
-	cmd := MainCommand(args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	if ClassroomCmd() != "" {
+		return startStudent(t, args)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &Process{t: t, cmd: cmd, Stdout: bufio.NewReader(stdout), exited: make(chan error, 1)}
+	Own(t, "the program itself: its log line, signals and exit status")
+	p := launch(t, MainCommand(args...), false)
 	addr := make(chan string, 1)
 	go func() {
-		// Read stderr to the end, so the child never blocks on logging.
-		logs := bufio.NewScanner(stderr)
-		for logs.Scan() {
-			t.Logf("server log: %s", logs.Text())
-			if m := listening.FindStringSubmatch(strings.TrimSpace(logs.Text())); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-time.After(10 * time.Millisecond): // polling, bounded by Timeout below
+			}
+			if m := p.logged(listening); m != nil {
+				addr <- m[1]
+				return
 			}
 		}
-		p.exited <- cmd.Wait()
 	}()
-	t.Cleanup(func() {
-		if !p.waited {
-			_ = cmd.Process.Kill() // already gone is fine too
-			<-p.exited
-		}
-	})
 	select {
 	case p.Addr = <-addr:
+	case <-p.done:
+		t.Fatalf("the server %s before it logged \"listening on <addr>\"%s", p.status(), p.lastLines())
 	case <-time.After(Timeout):
 		t.Fatalf("the server did not log \"listening on <addr>\" within %v", Timeout)
 	}
 	return p
 }
 
+// startStudent runs CHAT_CMD with args, on a free port if args ask for
+// port 0 (or give no -addr), and waits until the port accepts connections.
+func startStudent(t testing.TB, args []string) *Process {
+	t.Helper()
+	count(t)
+	args = slices.Clone(args)
+	i := slices.Index(args, "-addr")
+	switch {
+	case i < 0:
+		args = append([]string{"-addr", freeAddr(t)}, args...)
+	case i+1 < len(args) && strings.HasSuffix(args[i+1], ":0"):
+		args[i+1] = freeAddr(t)
+	}
+	addr := args[slices.Index(args, "-addr")+1]
+	// exec: the program replaces sh, so that the signals and the exit
+	// status are its own.
+	line := "exec " + ClassroomCmd()
+	for _, a := range args {
+		line += " " + shellQuote(a)
+	}
+	cmd := exec.Command("sh", "-c", line)
+	cmd.Dir = os.Getenv("CHAT_DIR")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach what sh starts
+	p := launch(t, cmd, true)
+	p.Addr = addr
+	deadline := time.Now().Add(Timeout)
+	for {
+		err := probe(addr)
+		if err == nil {
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("your server (sh -c %s) %s before it accepted connections on %s%s", shellQuote(line), p.status(), addr, p.lastLines())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("your server (sh -c %s) did not accept connections on %s within %v: %v%s", shellQuote(line), addr, Timeout, err, p.lastLines())
+		}
+		time.Sleep(20 * time.Millisecond) // polling, bounded by deadline
+	}
+	processes.Store(addr, p)
+	t.Cleanup(func() { processes.Delete(addr) })
+	graded(t, "sh -c "+shellQuote(line))
+	return p
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago, for a program that must be told where to listen.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// launch starts cmd, keeps its last lines on stderr, and stops it when the
+// test ends: the student's with SIGTERM, then SIGKILL after a bound; the
+// repository's own at once. A student's program that exited by itself
+// before then is reported, once.
+func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
+	t.Helper()
+	p := &Process{t: t, cmd: cmd, student: student, done: make(chan struct{})}
+	var stderr io.Reader
+	if student {
+		// One pipe for both: what a student's program prints, on either,
+		// is kept for the failure messages, and read so it never blocks.
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr, stderr = w, w, r
+		defer w.Close() // the child has its own copy once started
+		defer func() {
+			if !p.running() {
+				r.Close()
+			}
+		}()
+	} else {
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Stdout = bufio.NewReader(stdout)
+		if stderr, err = cmd.StderrPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		// Read stderr to the end, so the child never blocks on logging.
+		logs := bufio.NewScanner(stderr)
+		logs.Buffer(nil, 1<<20)
+		for logs.Scan() {
+			if !student {
+				t.Logf("server log: %s", logs.Text())
+			}
+			p.mu.Lock()
+			p.stderr = append(p.stderr, logs.Text())
+			if len(p.stderr) > 2*keptLines {
+				p.stderr = slices.Delete(p.stderr, 0, keptLines)
+			}
+			p.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, stderr) // a line too long: drain the rest
+		_ = cmd.Wait()
+		if c, ok := stderr.(io.Closer); ok && student {
+			c.Close()
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+			if why := p.crashed(); why != "" {
+				t.Error(why)
+			}
+			return
+		default:
+		}
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+		if student {
+			_ = p.signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+				return
+			case <-time.After(stopBound):
+			}
+		}
+		_ = p.signal(syscall.SIGKILL) // already gone is fine too
+		<-p.done
+	})
+	return p
+}
+
+// running reports whether cmd has started.
+func (p *Process) running() bool { return p.cmd.Process != nil }
+
+// keptLines is how many of a program's last lines on stderr are kept, and
+// told when it crashes.
+const keptLines = 10
+
+// stopBound is how long a student's program has to exit after SIGTERM when
+// a test ends, before it is killed.
+const stopBound = 3 * time.Second
+
+// signal sends sig to the program: for the student's, to its whole
+// process group, so that it reaches the program sh started.
+func (p *Process) signal(sig syscall.Signal) error {
+	if p.student {
+		return syscall.Kill(-p.cmd.Process.Pid, sig)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// logged returns the submatches of the first line on stderr that matches
+// re, or nil.
+func (p *Process) logged(re *regexp.Regexp) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, line := range p.stderr {
+		if m := re.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// ExpectLogged waits until the program has written a line matching re on
+// standard error, and fails the test if it has not within Timeout.
+func (p *Process) ExpectLogged(re *regexp.Regexp, what string) {
+	p.t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for p.logged(re) == nil {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("expected your server to log %s on standard error (a line matching %q) within %v%s", what, re, Timeout, p.lastLines())
+		}
+		time.Sleep(10 * time.Millisecond) // polling, bounded by deadline
+	}
+}
+
+// ExpectListening checks that the program has logged, on standard error,
+// a line ending in "listening on <addr>" (step 5: "listening on
+// http://<addr>/"), with the address it listens on.
+func (p *Process) ExpectListening() {
+	p.t.Helper()
+	re := regexp.MustCompile(`listening on (?:http://)?` + regexp.QuoteMeta(p.Addr) + `/?$`)
+	p.ExpectLogged(re, fmt.Sprintf("%q", "listening on "+p.Addr))
+}
+
+// status says how the program ended, once it has.
+func (p *Process) status() string {
+	st := p.cmd.ProcessState
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("was killed by signal %v", ws.Signal())
+	}
+	return fmt.Sprintf("exited with status %d", st.ExitCode())
+}
+
+// lastLines is the program's last lines on stderr, for a failure message.
+func (p *Process) lastLines() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lines := p.stderr[max(0, len(p.stderr)-keptLines):]
+	if len(lines) == 0 {
+		return "; it printed nothing"
+	}
+	return "; its last lines of output:\n\t" + strings.Join(lines, "\n\t")
+}
+
+// crashed waits a moment for the program to exit, and if it has, without
+// being told to, says so, once: "" if it is running, was stopped by the
+// test, or its crash has been told already.
+func (p *Process) crashed() string {
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Second): // a connection that ends first, then the exit
+		return ""
+	}
+	p.mu.Lock()
+	if p.stopped || p.reported {
+		p.mu.Unlock()
+		return ""
+	}
+	p.reported = true
+	p.mu.Unlock()
+	who := "the server"
+	if p.student {
+		who = "your server"
+	}
+	return fmt.Sprintf("%s %s during the test%s", who, p.status(), p.lastLines())
+}
+
 // Stop sends sig to the process and returns its exit code, failing the test
-// if it does not exit within limit.
+// if it does not exit within limit. A process killed by a signal has code -1.
 func (p *Process) Stop(sig syscall.Signal, limit time.Duration) int {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	if err := p.signal(sig); err != nil {
 		p.t.Fatalf("signal %v: %v", sig, err)
 	}
 	select {
-	case <-p.exited:
-		p.waited = true
+	case <-p.done:
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			p.t.Logf("on %v the server %s%s", sig, p.status(), p.lastLines())
+		}
 		return p.cmd.ProcessState.ExitCode()
 	case <-time.After(limit):
-		p.t.Fatalf("the server did not exit within %v of %v", limit, sig)
+		p.t.Fatalf("the server did not exit within %v of %v%s", limit, sig, p.lastLines())
 		return -1
 	}
 }
