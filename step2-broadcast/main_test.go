@@ -23,7 +23,7 @@ func enter(t *testing.T, addr string) *chattest.Client {
 	t.Helper()
 	c := chattest.Dial(t, addr)
 	c.Expect("You are " + c.Addr())
-	return c
+	return c.Named(c.Addr())
 }
 
 // echo is how the server shows a line that client c sent.

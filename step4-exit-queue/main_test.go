@@ -36,7 +36,7 @@ func join(t *testing.T, addr, name string) *chattest.Client {
 	c.ExpectText(prompt)
 	c.Send(name)
 	c.Expect("welcome " + name)
-	return c
+	return c.Named(name)
 }
 
 // tryJoin is join for goroutines other than the test's.
@@ -51,7 +51,7 @@ func tryJoin(t *testing.T, addr, name string) (*chattest.Client, error) {
 	if _, err := c.TryUntil(prompt + "welcome " + name); err != nil {
 		return nil, err
 	}
-	return c, nil
+	return c.Named(name), nil
 }
 
 func says(name string) func(string) string {

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""A step 4 chat server in Python 3 (asyncio, standard library only),
+written from docs/protocol.md alone, as a student might hand one in.
+
+The repository's own tests grade it through CHAT_CMD (see
+internal/grade/grade_test.go), and grade copies of it with classic bugs.
+
+    python3 chat4.py -addr 127.0.0.1:8000 -idle 5m
+"""
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+import time
+import unicodedata
+
+MAX_LINE = 4096  # bytes, its "\n" included
+MAX_PENDING = 256 * 1024  # bytes waiting for a client before it is dropped
+WRITE_TIMEOUT = 5.0  # seconds a closing client may take to read the rest
+PROMPT = b"Enter your username: "
+
+# Unicode's White_Space characters: what is trimmed from names and /quit.
+WHITE_SPACE = ("\t\n\v\f\r \x85\xa0\u1680"
+               + "".join(chr(c) for c in range(0x2000, 0x200B))
+               + "\u2028\u2029\u202f\u205f\u3000")
+
+
+def log(text):
+    print(time.strftime("%Y/%m/%d %H:%M:%S"), text, file=sys.stderr, flush=True)
+
+
+def parse_duration(text):
+    """A Go duration, such as 300ms, 90s, 5m or 1h30m, in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def decode(data):
+    """Bytes to text; each invalid byte becomes a lone surrogate."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def sanitize(data):
+    """Each run of invalid UTF-8, and each control character, becomes U+FFFD."""
+    text = re.sub("[\udc80-\udcff]+", "\ufffd", decode(data))
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def allowed(c):
+    if c in "_-":
+        return True
+    if "\udc80" <= c <= "\udcff":  # an invalid byte
+        return False
+    category = unicodedata.category(c)
+    return category[0] in "LM" or category == "Nd"
+
+
+def quote(c):
+    """c as Go's %q writes one character."""
+    if "\udc80" <= c <= "\udcff":
+        c = "\ufffd"
+    if c in "'\\":
+        return "'\\" + c + "'"
+    if unicodedata.category(c)[0] in "LMNPS" or c == " ":
+        return "'" + c + "'"
+    escapes = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
+    if c in escapes:
+        return "'\\" + escapes[c] + "'"
+    code = ord(c)
+    if code < 0x20 or code == 0x7F:
+        return "'\\x%02x'" % code
+    if code <= 0xFFFF:
+        return "'\\u%04x'" % code
+    return "'\\U%08x'" % code
+
+
+def check_name(line):
+    """The name in line, and why it is refused (None if it is not)."""
+    name = decode(line).strip(WHITE_SPACE)
+    if not name:
+        return name, "name is empty"
+    if len(name) > 20:
+        return name, "name is too long (max 20 characters)"
+    for c in name:
+        if not allowed(c):
+            return name, f"name has a character that is not allowed: {quote(c)} (use letters, digits, _ or -)"
+    return name, None
+
+
+class TooLong(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, room, reader, writer):
+        self.room, self.reader, self.writer = room, reader, writer
+        self.name = None  # once in the room
+        self.closed = False  # told goodbye, or dropped: nothing more is sent
+        self.buf = b""
+        self.eof = False
+
+    async def send(self, data):
+        """Queue data for the client; drop it if too much is waiting."""
+        if self.closed:
+            return
+        if self.writer.transport.get_write_buffer_size() + len(data) > MAX_PENDING:
+            await self.room.drop(self)
+            return
+        self.writer.write(data)
+
+    async def read_line(self, idle):
+        """The next line without its "\\n" (and one "\\r"), or None at the end."""
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= MAX_LINE or (end < 0 and len(self.buf) >= MAX_LINE):
+                raise TooLong()
+            if end >= 0:
+                line, self.buf = self.buf[:end], self.buf[end + 1:]
+                return line[:-1] if line.endswith(b"\r") else line
+            if self.eof:
+                line, self.buf = self.buf, b""
+                if not line:
+                    return None
+                return line[:-1] if line.endswith(b"\r") else line
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(65536), idle)
+            except ConnectionError:  # a reset: the end (a timeout is raised on)
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+
+class Room:
+    def __init__(self):
+        self.clients = {}  # name -> Client: the room
+        self.conns = set()  # every connection, named or at the prompt
+        self.stopping = False
+
+    async def broadcast(self, line, skip=None):
+        data = (line + "\n").encode()
+        for client in list(self.clients.values()):
+            if client is not skip:
+                await client.send(data)
+
+    async def leave(self, client):
+        """Takes client out of the room, once, and tells the others."""
+        if client.name is not None and self.clients.get(client.name) is client:
+            del self.clients[client.name]
+            await self.broadcast(f"{client.name} left the chat")
+
+    async def drop(self, client):
+        """A client that does not read: out, without a word."""
+        client.closed = True
+        client.writer.transport.abort()
+        await self.leave(client)
+
+    def shutdown(self):
+        for client in self.conns:
+            if not client.closed:
+                client.writer.write(b"server is shutting down\n")
+                client.closed = True
+                client.writer.close()
+
+
+async def talk(room, client, idle):
+    await client.send(PROMPT)
+    while True:
+        try:
+            line = await client.read_line(idle)
+        except asyncio.TimeoutError:
+            await client.send(b"idle timeout\n")
+            return
+        except TooLong:
+            await client.send(b"line too long (max %d bytes)\n" % MAX_LINE)
+            return
+        if line is None:
+            return
+        if client.name is None:
+            name, reason = check_name(line)
+            if reason is None and name in room.clients:
+                reason = "name is taken"
+            if reason is not None:
+                await client.send(reason.encode() + b"\n" + PROMPT)
+                continue
+            client.name = name
+            room.clients[name] = client
+            await client.send(f"welcome {name}\n".encode())
+            await room.broadcast(f"{name} has arrived", skip=client)
+        elif decode(line).strip(WHITE_SPACE) == "/quit":
+            return
+        else:
+            await room.broadcast(f"{client.name} says: {sanitize(line)}")
+
+
+async def handle(room, idle, reader, writer):
+    client = Client(room, reader, writer)
+    if room.stopping:
+        writer.close()
+        return
+    room.conns.add(client)
+    try:
+        await talk(room, client, idle)
+    finally:
+        await room.leave(client)
+        room.conns.discard(client)
+        client.closed = True
+        writer.close()  # after what is queued has been written
+        try:
+            await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()
+
+
+async def main():
+    parser = argparse.ArgumentParser(description="step 4 chat server")
+    parser.add_argument("-addr", default="localhost:8000", help="address to listen on")
+    parser.add_argument("-idle", type=parse_duration, default=300.0,
+                        help="disconnect clients silent for this long")
+    args = parser.parse_args()
+    if args.idle <= 0:
+        print("-idle must be positive", file=sys.stderr)
+        sys.exit(1)
+    host, _, port = args.addr.rpartition(":")
+    host = {"localhost": "127.0.0.1", "": None}.get(host, host.strip("[]"))
+
+    room = Room()
+    tasks = set()
+
+    async def connected(reader, writer):
+        tasks.add(asyncio.current_task())
+        try:
+            await handle(room, args.idle, reader, writer)
+        finally:
+            tasks.discard(asyncio.current_task())
+
+    server = await asyncio.start_server(connected, host, int(port))
+    where = server.sockets[0].getsockname()
+    log(f"listening on {where[0]}:{where[1]}" if ":" not in where[0] else f"listening on [{where[0]}]:{where[1]}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    room.stopping = True
+    room.shutdown()
+    if tasks:
+        await asyncio.wait(tasks, timeout=WRITE_TIMEOUT + 1)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
