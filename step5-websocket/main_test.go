@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,6 +143,23 @@ func (c *wsClient) next(waitingFor string) message {
 	m, err := c.tryNext()
 	if err != nil {
 		c.t.Fatalf("%s expected %s, got %v", c.name, waitingFor, err)
+	}
+	return m
+}
+
+// nextDespite is next in a test where the client called stuck reads
+// nothing: if no message comes within chattest.Timeout, the failure says
+// that a client that reads nothing blocked everyone.
+func (c *wsClient) nextDespite(stuck string, want message) message {
+	c.t.Helper()
+	m, err := c.tryNext()
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.t.Fatalf("%s waited %v for %+v, which never came, while %s read nothing: "+
+			"a client that reads nothing blocked everyone (a server must never wait for one client: "+
+			"see \"Slow and stuck clients\" in docs/protocol.md)", c.name, chattest.Timeout, want, stuck)
+	case err != nil:
+		c.t.Fatalf("%s expected %+v, got %v", c.name, want, err)
 	}
 	return m
 }
@@ -374,12 +392,12 @@ func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
 		for j := range 50 {
 			want := says(talker, fmt.Sprint(i+j, text))
 			for _, c := range []*wsClient{tc, l} {
-				m := c.next("the talker's line")
+				m := c.nextDespite(stuckName, want)
 				if m == left {
 					dropped = true
-					m = c.next("the talker's line")
+					m = c.nextDespite(stuckName, want)
 				}
-				require.Equal(t, want, m, "%s missed a line", c.name)
+				require.Equal(t, want, m, "%s expected the talker's line %d; only %s's departure may come between two of them", c.name, i+j, stuckName)
 			}
 		}
 	}

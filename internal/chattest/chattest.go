@@ -280,13 +280,30 @@ func (c *Client) TryUntil(want string) ([]string, error) {
 	for {
 		line, err := c.ReadLine()
 		if err != nil {
-			return skipped, fmt.Errorf("expected %.80q, got %v after %d other lines", want, err, len(skipped))
+			return skipped, fmt.Errorf("expected %.80q, got %w after %d other lines", want, err, len(skipped))
 		}
 		if line == want {
 			return skipped, nil
 		}
 		skipped = append(skipped, line)
 	}
+}
+
+// UntilDespite is Until in a test where stuck reads nothing: if want has
+// not come within Timeout, the failure says that a client that reads
+// nothing blocked everyone.
+func (c *Client) UntilDespite(stuck *Client, want string) []string {
+	c.t.Helper()
+	skipped, err := c.TryUntil(want)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.fatalf("%s waited %v for %.60q, which never came, while %s read nothing: "+
+			"a client that reads nothing blocked everyone (a server must never wait for one client: "+
+			"see \"Slow and stuck clients\" in docs/protocol.md)", c.Who(), Timeout, want, stuck.Who())
+	case err != nil:
+		c.fatalf("%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
+	}
+	return skipped
 }
 
 // ExpectClosed checks that the server closes the connection within Timeout,
