@@ -192,6 +192,9 @@ func startStudent(t testing.TB, args []string) *Process {
 		}
 		select {
 		case <-p.done:
+			p.mu.Lock()
+			p.reported = true
+			p.mu.Unlock()
 			t.Fatalf("your server (sh -c %s) %s before it accepted connections on %s%s", shellQuote(line), p.status(), addr, p.lastLines())
 		default:
 		}
