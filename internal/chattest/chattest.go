@@ -191,8 +191,10 @@ func (c *Client) TrySend(lines ...string) error {
 // not create: with CHAT_ADDR, those of the previous test's clients can
 // reach the shared server's room after this test has started; with
 // CHAT_CMD, that of the connection that checked the new server listens.
-// (Arrivals are never stale, and a step 2 client's address is known only
-// once it has connected.)
+// With CHAT_ADDR it also skips their chat lines: the server may still be
+// reading what an earlier test's client sent before it left. (Arrivals are
+// never stale, and a step 2 client's address is known only once it has
+// connected.)
 func (c *Client) ReadLine() (string, error) {
 	for {
 		if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
@@ -206,18 +208,23 @@ func (c *Client) ReadLine() (string, error) {
 			return "", err
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if !Classroom() {
-			return line, nil
+		if m := departure.FindStringSubmatch(line); m != nil && Classroom() && !KnownPeer(m[1]) {
+			continue
 		}
-		if m := departure.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]) {
+		if m := chat.FindStringSubmatch(line); m != nil && ClassroomAddr() != "" && !KnownPeer(m[1]+m[2]) {
 			continue
 		}
 		return line, nil
 	}
 }
 
-// departure is a departure line of any TCP step.
-var departure = regexp.MustCompile(`^(\S+) (?:has left|left the chat)$`)
+var (
+	// departure is a departure line of any TCP step.
+	departure = regexp.MustCompile(`^(\S+) (?:has left|left the chat)$`)
+	// chat is a chat line of any TCP step: "<name> says: " (steps 3-4) or
+	// "<addr>: " (step 2).
+	chat = regexp.MustCompile(`^(?:(\S+) says: |(\S+:\d+): )`)
+)
 
 // Line returns the next line, or fails the test saying what it waited for.
 func (c *Client) Line(waitingFor string) string {
