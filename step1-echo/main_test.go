@@ -211,6 +211,7 @@ func TestOneGoroutinePerClient(t *testing.T) {
 }
 
 func TestProgramPrintsLinesAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	chattest.InProcess(t) // it reads what the program prints
 	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
 	c := chattest.Dial(t, p.Addr)
 	c.Send("over the wire")

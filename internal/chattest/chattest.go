@@ -187,13 +187,11 @@ func (c *Client) TrySend(lines ...string) error {
 }
 
 // ReadLine returns the next line without its "\n", waiting at most Timeout.
-// In classroom mode it skips the departures of clients that this test did
-// not create: with CHAT_ADDR, those of the previous test's clients can
-// reach the shared server's room after this test has started; with
-// CHAT_CMD, that of the connection that checked the new server listens.
-// With CHAT_ADDR it also skips their chat lines: the server may still be
-// reading what an earlier test's client sent before it left. (Arrivals are
-// never stale, and a step 2 client's address is known only once it has
+// With CHAT_ADDR it skips the departures and chat lines of clients that
+// this test did not create: those of the previous test's clients can
+// reach the shared server's room after this test has started, as the
+// server reads what they sent before they left. (Arrivals are never
+// stale, and a step 2 client's address is known only once it has
 // connected.)
 func (c *Client) ReadLine() (string, error) {
 	for {
@@ -208,10 +206,13 @@ func (c *Client) ReadLine() (string, error) {
 			return "", err
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if m := departure.FindStringSubmatch(line); m != nil && Classroom() && !KnownPeer(m[1]) {
+		if ClassroomAddr() == "" {
+			return line, nil
+		}
+		if m := departure.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]) {
 			continue
 		}
-		if m := chat.FindStringSubmatch(line); m != nil && ClassroomAddr() != "" && !KnownPeer(m[1]+m[2]) {
+		if m := chat.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]+m[2]) {
 			continue
 		}
 		return line, nil

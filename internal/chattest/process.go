@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,8 +126,8 @@ var listening = regexp.MustCompile(`listening on (?:http://)?(\S+?)/?$`)
 // The repository's own program is the step's main(), and StartProcess
 // waits for its "listening on <addr>" log line. In CHAT_CMD mode it is the
 // student's program, run as sh -c "exec $CHAT_CMD <args>" with the -addr of
-// port 0 replaced by a free port, and StartProcess waits until that port
-// accepts connections. With CHAT_ADDR, t is skipped: the server is not
+// port 0 replaced by a free port, and StartProcess waits until something
+// listens on that port. With CHAT_ADDR, t is skipped: the server is not
 // the tests' to start.
 func StartProcess(t testing.TB, args ...string) *Process {
 	t.Helper()
@@ -160,7 +161,7 @@ func StartProcess(t testing.TB, args ...string) *Process {
 }
 
 // startStudent runs CHAT_CMD with args, on a free port if args ask for
-// port 0 (or give no -addr), and waits until the port accepts connections.
+// port 0 (or give no -addr), and waits until something listens there.
 func startStudent(t testing.TB, args []string) *Process {
 	t.Helper()
 	count(t)
@@ -186,7 +187,7 @@ func startStudent(t testing.TB, args []string) *Process {
 	p.Addr = addr
 	deadline := time.Now().Add(Timeout)
 	for {
-		err := probe(addr)
+		err := listens(addr)
 		if err == nil {
 			break
 		}
@@ -195,11 +196,11 @@ func startStudent(t testing.TB, args []string) *Process {
 			p.mu.Lock()
 			p.reported = true
 			p.mu.Unlock()
-			t.Fatalf("your server (sh -c %s) %s before it accepted connections on %s%s", shellQuote(line), p.status(), addr, p.lastLines())
+			t.Fatalf("your server (sh -c %s) %s before it listened on %s%s", shellQuote(line), p.status(), addr, p.lastLines())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("your server (sh -c %s) did not accept connections on %s within %v: %v%s", shellQuote(line), addr, Timeout, err, p.lastLines())
+			t.Fatalf("your server (sh -c %s) did not listen on %s within %v: %v%s", shellQuote(line), addr, Timeout, err, p.lastLines())
 		}
 		time.Sleep(20 * time.Millisecond) // polling, bounded by deadline
 	}
@@ -207,6 +208,40 @@ func startStudent(t testing.TB, args []string) *Process {
 	t.Cleanup(func() { processes.Delete(addr) })
 	graded(t, "sh -c "+shellQuote(line))
 	return p
+}
+
+// listens reports whether a socket listens on addr's port, from the
+// kernel's tables (/proc/net/tcp), without connecting: a connection would
+// reach the server, and in step 2 be announced to the test's first
+// clients. Where there is no /proc, it connects.
+func listens(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf(":%04X ", n)
+	found := false
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			return probe(addr)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			fields := strings.Fields(line)
+			// sl, local_address (hex IP:port), rem_address, st (0A: LISTEN)
+			if len(fields) > 3 && strings.HasSuffix(fields[1]+" ", want) && fields[3] == "0A" {
+				found = true
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("nothing listens on port %d yet", n)
+	}
+	return nil
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
