@@ -345,6 +345,49 @@ func TestIdleClientIsToldAndDisconnected(t *testing.T) {
 	atPrompt.ExpectClosed()
 }
 
+// The idle clock restarts on every byte a client sends, a part of a line
+// included, and what the others say does not restart it. The same rules as
+// the next test's, on the real clock with -idle 1s, so that they are
+// graded for a student's server too.
+func TestIdleCountsOnlyTheClientsOwnBytes(t *testing.T) {
+	chattest.Parallel(t)
+	const idle = time.Second
+	addr := chattest.StartWith(t, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, idle)
+	}, "-idle", idle.String())
+	silentName, talkerName := chattest.Name("silent"), chattest.Name("talker")
+	silent := join(t, addr, silentName)
+	started := time.Now()
+	talker := join(t, addr, talkerName)
+	// The passage of time is what this test is about: the talker sends a
+	// line every idle/4, then one line a piece at a time, idle/4 apart;
+	// it is never silent for -idle, though one line takes it longer.
+	heard := make(chan time.Duration, 1)
+	go func() {
+		if _, err := silent.TryUntil("idle timeout"); err != nil {
+			heard <- -1
+			return
+		}
+		heard <- time.Since(started)
+	}()
+	for i := range 8 {
+		talker.Send(fmt.Sprint(i))
+		talker.UntilDespite(silent, talkerName+" says: "+fmt.Sprint(i))
+		time.Sleep(idle / 4)
+	}
+	for _, piece := range []string{"sl", "ow", "ly"} {
+		_, err := talker.Conn().Write([]byte(piece))
+		require.NoError(t, err)
+		time.Sleep(idle / 4)
+	}
+	talker.Send("")
+	talker.Until(talkerName + " says: slowly")
+	elapsed := <-heard
+	require.GreaterOrEqual(t, elapsed, time.Duration(0), "%s, silent since it joined, never got \"idle timeout\"", silentName)
+	assert.GreaterOrEqual(t, elapsed, idle-50*time.Millisecond, "%s was cut off before -idle %v", silentName, idle)
+	assert.Less(t, elapsed, 2*idle, "%s, silent, was cut off only after %v with -idle %v (do the others' lines restart its clock?)", silentName, elapsed, idle)
+}
+
 // The same with the default -idle of five minutes, on synctest's fake clock.
 func TestSilentForFiveMinutesMeansIdle(t *testing.T) {
 	chattest.InProcess(t)
@@ -652,12 +695,22 @@ func TestProgramLogsWhereItListens(t *testing.T) {
 // program exits 0.
 func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {
 	chattest.Parallel(t)
+	sayGoodbyeOn(t, syscall.SIGTERM)
+}
+
+// Ctrl-C in the server's terminal sends SIGINT: the same goodbye.
+func TestProgramSaysGoodbyeAndStopsOnSIGINT(t *testing.T) {
+	chattest.Parallel(t)
+	sayGoodbyeOn(t, syscall.SIGINT)
+}
+
+func sayGoodbyeOn(t *testing.T, sig syscall.Signal) {
 	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
 	name := chattest.Name("ana")
 	a := join(t, p.Addr, name)
 	waiting := chattest.Dial(t, p.Addr)
 	waiting.ExpectText(prompt)
-	assert.Equal(t, 0, p.Stop(syscall.SIGTERM, writeTimeout+2*time.Second))
+	assert.Equal(t, 0, p.Stop(sig, writeTimeout+2*time.Second), "exit status on %v", sig)
 	for _, c := range []*chattest.Client{a, waiting} {
 		c.Expect("server is shutting down")
 		c.ExpectClosed()

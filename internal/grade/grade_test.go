@@ -105,6 +105,13 @@ func TestClassicBugsFailWithTheMessageAStudentNeeds(t *testing.T) {
 			says: []string{`expected "server is shutting down", got EOF`, "was killed by signal terminated"},
 		},
 		{
+			name: "no log line",
+			old:  `log(f"listening on {where[0]}:{where[1]}"`,
+			new:  `log(f"serving on {where[0]}:{where[1]}"`,
+			test: "TestProgramLogsWhereItListens",
+			says: []string{`expected your server to log "listening on 127.0.0.1:`, "serving on 127.0.0.1:"},
+		},
+		{
 			name: "no line limit",
 			old:  `if end >= MAX_LINE or (end < 0 and len(self.buf) >= MAX_LINE):`,
 			new:  `if False:`,
