@@ -3,6 +3,7 @@ package chattest
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -272,6 +274,7 @@ func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
 			t.Fatal(err)
 		}
 		cmd.Stdout, cmd.Stderr, stderr = w, w, r
+		p.Stdout = bufio.NewReader(iotest.ErrReader(errors.New("CHAT_CMD: the program's standard output is kept with its standard error, for failure messages, not read apart")))
 		defer w.Close() // the child has its own copy once started
 		defer func() {
 			if !p.running() {

@@ -53,6 +53,34 @@ func TestAPythonServerPassesStep4ThroughChatCmd(t *testing.T) {
 	assert.GreaterOrEqual(t, graded, 30, "fewer behaviours graded than step 4 has")
 }
 
+// Each step's own program, graded as a student's through CHAT_CMD, passes
+// every test of its step that is not skipped, and no test passes without
+// talking to it: the suites stay fit for classroom mode as tests are added.
+// (Step 1 cannot be graded this way: its tests read the server's output.)
+func TestEveryStepGradesItsOwnProgramThroughChatCmd(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	for _, step := range []string{"step2-broadcast", "step3-usernames", "step4-exit-queue", "step5-websocket"} {
+		t.Run(step, func(t *testing.T) {
+			program := filepath.Join(bin, step)
+			build := exec.Command("go", "build", "-o", program, "../../"+step)
+			out, err := build.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			r, err := grade("../../"+step, program, "", "-short")
+			require.NoError(t, err)
+			for _, test := range r.order {
+				switch res := r.results[test]; res.outcome {
+				case passed, skipped:
+				case ungraded:
+					t.Errorf("%s passed without talking to the server under test: it must grade it, or be skipped in classroom mode\n%s", test, res.output)
+				default:
+					t.Errorf("%s: %s\n%s", test, res.outcome, res.output)
+				}
+			}
+		})
+	}
+}
+
 // Copies of the Python server with the classic bugs each fail the test
 // that catches the bug, with the message a student needs.
 func TestClassicBugsFailWithTheMessageAStudentNeeds(t *testing.T) {
