@@ -42,7 +42,7 @@ func Start(t testing.TB, serve func(context.Context, net.Listener) error) string
 	t.Helper()
 	switch {
 	case ClassroomCmd() != "":
-		return startStudent(t, nil).Addr
+		return startStudent(t, nil, false).Addr
 	case ClassroomAddr() != "":
 		return shared(t)
 	}
@@ -61,7 +61,7 @@ func StartWith(t testing.TB, serve func(context.Context, net.Listener) error, fl
 	t.Helper()
 	switch {
 	case ClassroomCmd() != "":
-		return startStudent(t, flags).Addr
+		return startStudent(t, flags, false).Addr
 	case ClassroomAddr() != "":
 		what := "it needs a server of its own"
 		if len(flags) > 0 {
@@ -72,6 +72,46 @@ func StartWith(t testing.TB, serve func(context.Context, net.Listener) error, fl
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	return StartOn(t, ln, serve)
+}
+
+// StartPrinter is Start for step 1, whose server answers nothing and
+// prints what it receives: serve prints to w. It returns the server's
+// address and what it prints, one line at a time (the channel is closed
+// once the server has stopped). With CHAT_CMD the lines are what the
+// student's program prints on standard output; with CHAT_ADDR the test is
+// skipped, since the output of a server already running cannot be read.
+func StartPrinter(t testing.TB, serve func(context.Context, net.Listener, io.Writer) error) (string, <-chan string) {
+	t.Helper()
+	switch {
+	case ClassroomCmd() != "":
+		p := startStudent(t, nil, true)
+		return p.Addr, p.Printed
+	case ClassroomAddr() != "":
+		Own(t, "what the server prints")
+	}
+	r, w := io.Pipe()
+	lines := make(chan string, 1024)
+	go func() {
+		s := bufio.NewScanner(r)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := StartOn(t, ln, func(ctx context.Context, ln net.Listener) error {
+		return serve(ctx, ln, w)
+	})
+	// Cleanups run last added first, so this one runs before serve is
+	// stopped: from then on a write to w fails at once, and no connection
+	// of serve's waits for a reader of its output.
+	t.Cleanup(func() {
+		w.Close()
+		for range lines { // until the reader above has finished
+		}
+	})
+	return addr, lines
 }
 
 // StartOn is Start with the test's own listener. It ignores classroom mode

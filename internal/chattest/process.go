@@ -113,6 +113,12 @@ type Process struct {
 	Stdout  *bufio.Reader // what it prints on standard output (not CHAT_CMD's)
 	done    chan struct{} // closed once cmd.Wait has returned
 
+	// Printed is what a student's program prints on standard output, one
+	// line at a time, when the test asked for it (StartPrinter).
+	Printed <-chan string
+	printed chan string
+	quit    chan struct{} // closed when the test ends: stop handing lines over
+
 	mu       sync.Mutex
 	stderr   []string // its last lines on standard error (CHAT_CMD: and output)
 	stopped  bool     // the test signalled it: an exit is no crash
@@ -134,10 +140,10 @@ var listening = regexp.MustCompile(`listening on (?:http://)?(\S+?)/?$`)
 func StartProcess(t testing.TB, args ...string) *Process {
 	t.Helper()
 	if ClassroomCmd() != "" {
-		return startStudent(t, args)
+		return startStudent(t, args, false)
 	}
 	Own(t, "the program itself: its log line, signals and exit status")
-	p := launch(t, MainCommand(args...), false)
+	p := launch(t, MainCommand(args...), false, false)
 	addr := make(chan string, 1)
 	go func() {
 		for {
@@ -164,7 +170,10 @@ func StartProcess(t testing.TB, args ...string) *Process {
 
 // startStudent runs CHAT_CMD with args, on a free port if args ask for
 // port 0 (or give no -addr), and waits until something listens there.
-func startStudent(t testing.TB, args []string) *Process {
+//
+// With printed, what the program prints on standard output is kept apart,
+// one line at a time, in p.Printed (step 1's tests read it).
+func startStudent(t testing.TB, args []string, printed bool) *Process {
 	t.Helper()
 	count(t)
 	args = slices.Clone(args)
@@ -185,7 +194,7 @@ func startStudent(t testing.TB, args []string) *Process {
 	cmd := exec.Command("sh", "-c", line)
 	cmd.Dir = os.Getenv("CHAT_DIR")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach what sh starts
-	p := launch(t, cmd, true)
+	p := launch(t, cmd, true, printed)
 	p.Addr = addr
 	deadline := time.Now().Add(Timeout)
 	for {
@@ -262,7 +271,7 @@ func freeAddr(t testing.TB) string {
 // test ends: the student's with SIGTERM, then SIGKILL after a bound; the
 // repository's own at once. A student's program that exited by itself
 // before then is reported, once.
-func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
+func launch(t testing.TB, cmd *exec.Cmd, student, printed bool) *Process {
 	t.Helper()
 	p := &Process{t: t, cmd: cmd, student: student, done: make(chan struct{})}
 	var stderr io.Reader
@@ -274,8 +283,19 @@ func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
 			t.Fatal(err)
 		}
 		cmd.Stdout, cmd.Stderr, stderr = w, w, r
-		p.Stdout = bufio.NewReader(iotest.ErrReader(errors.New("CHAT_CMD: the program's standard output is kept with its standard error, for failure messages, not read apart")))
+		p.Stdout = bufio.NewReader(iotest.ErrReader(errors.New("CHAT_CMD: the program's standard output is read by Printed, or kept with its standard error")))
 		defer w.Close() // the child has its own copy once started
+		if printed {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stdout = pw
+			defer pw.Close()
+			p.printed, p.quit = make(chan string, 1024), make(chan struct{})
+			p.Printed = p.printed
+			go p.readPrinted(pr)
+		}
 		defer func() {
 			if !p.running() {
 				r.Close()
@@ -317,6 +337,9 @@ func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		if p.quit != nil {
+			defer close(p.quit)
+		}
 		select {
 		case <-p.done:
 			if why := p.crashed(); why != "" {
@@ -340,6 +363,22 @@ func launch(t testing.TB, cmd *exec.Cmd, student bool) *Process {
 		<-p.done
 	})
 	return p
+}
+
+// readPrinted hands each line the program prints on standard output to
+// p.Printed, until the program has exited or the test has ended.
+func (p *Process) readPrinted(r *os.File) {
+	defer r.Close()
+	defer close(p.printed)
+	lines := bufio.NewScanner(r)
+	lines.Buffer(nil, 1<<20)
+	for lines.Scan() {
+		select {
+		case p.printed <- lines.Text():
+		case <-p.quit:
+			return
+		}
+	}
 }
 
 // running reports whether cmd has started.

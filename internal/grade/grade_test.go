@@ -56,11 +56,10 @@ func TestAPythonServerPassesStep4ThroughChatCmd(t *testing.T) {
 // Each step's own program, graded as a student's through CHAT_CMD, passes
 // every test of its step that is not skipped, and no test passes without
 // talking to it: the suites stay fit for classroom mode as tests are added.
-// (Step 1 cannot be graded this way: its tests read the server's output.)
 func TestEveryStepGradesItsOwnProgramThroughChatCmd(t *testing.T) {
 	t.Parallel()
 	bin := t.TempDir()
-	for _, step := range []string{"step2-broadcast", "step3-usernames", "step4-exit-queue", "step5-websocket"} {
+	for _, step := range []string{"step1-echo", "step2-broadcast", "step3-usernames", "step4-exit-queue", "step5-websocket"} {
 		t.Run(step, func(t *testing.T) {
 			program := filepath.Join(bin, step)
 			build := exec.Command("go", "build", "-o", program, "../../"+step)
