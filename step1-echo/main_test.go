@@ -23,9 +23,11 @@ func TestMain(m *testing.M) { chattest.Main(m, main) }
 // run fails, instead of passing with every test skipped and nothing
 // graded. (With CHAT_CMD the tests read what the student's program prints.)
 func TestStep1IsNotGradedWithChatAddr(t *testing.T) {
-	if addr := chattest.ClassroomAddr(); addr != "" {
-		t.Fatalf("CHAT_ADDR=%s cannot grade step 1: its tests read what the server prints; use CHAT_CMD", addr)
+	addr := chattest.ClassroomAddr()
+	if addr == "" {
+		t.Skip("a check of CHAT_ADDR mode only")
 	}
+	t.Fatalf("CHAT_ADDR=%s cannot grade step 1: its tests read what the server prints; use CHAT_CMD", addr)
 }
 
 // start runs the server for the test and returns its address and what it
