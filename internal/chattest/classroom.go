@@ -3,11 +3,13 @@ package chattest
 // Classroom mode: the step's tests grade a server that is not this
 // repository's own, written by a student in any language.
 //
-//   - CHAT_CMD='python3 chat.py': the tests start the student's program
-//     themselves, a fresh one for every test, as
-//     sh -c "$CHAT_CMD -addr 127.0.0.1:PORT" plus the flags the test needs
-//     (-idle 300ms, -history 3), and stop it when the test ends. Every
-//     behaviour can be graded: idle timeouts, signals, the exit status.
+//   - CHAT_CMD='python3 /abs/chat.py': the tests start the student's
+//     program themselves, a fresh one for every test, as
+//     sh -c "exec $CHAT_CMD -addr 127.0.0.1:PORT" plus the flags the test
+//     needs (-idle 300ms, -history 3), in the directory CHAT_DIR (default:
+//     the step's), and stop it when the test ends (startStudent, in
+//     process.go). Every behaviour can be graded: idle timeouts, signals,
+//     the exit status, and in step 1 what it prints.
 //   - CHAT_ADDR=host:port: the tests grade a server that is already
 //     running. They share it, so they run one at a time, and a test that
 //     needs a server of its own (flags, a signal) is skipped, saying why.

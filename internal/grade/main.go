@@ -92,7 +92,7 @@ const (
 	failed    outcome = "FAIL"
 	skipped   outcome = "skip"
 	ungraded  outcome = "pass?" // passed without talking to the server: a defect of the test
-	unfinshed outcome = "?"     // no result: the run was cut short
+	unfinished outcome = "?"     // no result: the run was cut short
 )
 
 type result struct {
@@ -166,7 +166,7 @@ func parse(in io.Reader) (*report, error) {
 		}
 		res := r.results[e.Test]
 		if res == nil {
-			res = &result{outcome: unfinshed}
+			res = &result{outcome: unfinished}
 			r.results[e.Test] = res
 			r.order = append(r.order, e.Test)
 		}
@@ -247,7 +247,7 @@ func (r *report) totals() (pass, graded, skip int) {
 		case passed:
 			pass++
 			graded++
-		case failed, unfinshed:
+		case failed, unfinished:
 			graded++
 		case skipped:
 			skip++
