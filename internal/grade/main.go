@@ -88,10 +88,10 @@ type student struct{ name, cmd string }
 type outcome string
 
 const (
-	passed    outcome = "pass"
-	failed    outcome = "FAIL"
-	skipped   outcome = "skip"
-	ungraded  outcome = "pass?" // passed without talking to the server: a defect of the test
+	passed     outcome = "pass"
+	failed     outcome = "FAIL"
+	skipped    outcome = "skip"
+	ungraded   outcome = "pass?" // passed without talking to the server: a defect of the test
 	unfinished outcome = "?"     // no result: the run was cut short
 )
 
