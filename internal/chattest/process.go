@@ -257,15 +257,25 @@ func listens(addr string) error {
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
 // ago, for a program that must be told where to listen.
+// Each is handed out once in this process, so that two tests starting
+// programs at the same moment are never given the same port.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+// handedOut holds the addresses freeAddr has returned.
+var handedOut sync.Map
 
 // launch starts cmd, keeps its last lines on stderr, and stops it when the
 // test ends: the student's with SIGTERM, then SIGKILL after a bound; the
