@@ -234,8 +234,15 @@ func listens(addr string) error {
 	if err != nil {
 		return err
 	}
-	want := fmt.Sprintf(":%04X ", n)
-	found := false
+	// Sockets that take connections to 127.0.0.1, as the kernel writes
+	// their addresses: 127.0.0.1 and 0.0.0.0; ::ffff:127.0.0.1 and ::.
+	// (Other programs may listen on the same port at other addresses,
+	// such as [::1].)
+	port = fmt.Sprintf(":%04X", n)
+	want := map[string]bool{
+		"0100007F" + port: true, "00000000" + port: true,
+		"0000000000000000FFFF00000100007F" + port: true, strings.Repeat("0", 32) + port: true,
+	}
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(table)
 		if err != nil {
@@ -244,15 +251,12 @@ func listens(addr string) error {
 		for _, line := range strings.Split(string(data), "\n") {
 			fields := strings.Fields(line)
 			// sl, local_address (hex IP:port), rem_address, st (0A: LISTEN)
-			if len(fields) > 3 && strings.HasSuffix(fields[1]+" ", want) && fields[3] == "0A" {
-				found = true
+			if len(fields) > 3 && want[fields[1]] && fields[3] == "0A" {
+				return nil
 			}
 		}
 	}
-	if !found {
-		return fmt.Errorf("nothing listens on port %d yet", n)
-	}
-	return nil
+	return fmt.Errorf("nothing listens on %s yet", addr)
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
