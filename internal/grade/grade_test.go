@@ -27,6 +27,11 @@ func python(t *testing.T, script string) string {
 		}
 		t.Skipf("python3 is missing, so no server in another language to grade: %v", err)
 	}
+	// The interpreter itself, not a wrapper such as pyenv's shim, which
+	// takes most of a second to start it, for every test.
+	if out, err := exec.Command(py, "-c", "import sys; print(sys.executable)").Output(); err == nil && len(out) > 1 {
+		py = strings.TrimSpace(string(out))
+	}
 	abs, err := filepath.Abs(script)
 	require.NoError(t, err)
 	return py + " " + abs
