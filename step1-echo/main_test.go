@@ -84,6 +84,10 @@ func TestControlCharactersNeverReachTheServersTerminal(t *testing.T) {
 	c := chattest.Dial(t, addr)
 	c.Send("\x1b]0;pwned\x07 \xff")
 	out.expect(c.Addr() + ": \uFFFD]0;pwned\uFFFD \uFFFD")
+	// Nor bidi controls (U+202E reverses what follows), nor line separators;
+	// emoji sequences joined with U+200D stay whole.
+	c.Send("x\u202Eevil.exe\u202C \u2028 👩\u200D👧")
+	out.expect(c.Addr() + ": x\uFFFDevil.exe\uFFFD \uFFFD 👩\u200D👧")
 }
 
 func TestConcurrentClientsNeverInterleaveMidLine(t *testing.T) {

@@ -195,6 +195,14 @@ func TestHostileTextIsNeutralised(t *testing.T) {
 		{"invalid UTF-8", "bad \xff\xfe byte", "bad \uFFFD byte"},
 		{"backspace and delete", "ab\x08\x7f", "ab\uFFFD\uFFFD"},
 		{"letters of any script", "héllo ńo 日本 😀", "héllo ńo 日本 😀"},
+		{"right-to-left override", "x\u202Eevil.exe\u202C is \u202Efdp.txt", "x\uFFFDevil.exe\uFFFD is \uFFFDfdp.txt"},
+		{"bidi isolates and marks", "\u2067a\u2069 \u200Eb\u200F \u061Cc", "\uFFFDa\uFFFD \uFFFDb\uFFFD \uFFFDc"},
+		{"invisible format characters", "zero\u200Bwidth \uFEFFbom soft\u00ADhyphen", "zero\uFFFDwidth \uFFFDbom soft\uFFFDhyphen"},
+		{"hidden tag characters", "a\U000E0068\U000E0069b", "a\uFFFD\uFFFDb"},
+		{"line and paragraph separators", "one\u2028two\u2029three", "one\uFFFDtwo\uFFFDthree"},
+		{"emoji sequences (ZWJ, variation selector, skin tone, flag, keycap)",
+			"👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3", "👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3"},
+		{"a joiner that Persian needs", "می\u200Cخواهم", "می\u200Cخواهم"},
 	} {
 		bob.Send(tc.sent)
 		bob.Expect(bob.Addr() + ": " + tc.shown)
@@ -409,17 +417,25 @@ func TestProgramStopsCleanlyOnSIGTERM(t *testing.T) {
 func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
 	chattest.OwnCode(t)
 	for in, want := range map[string]string{
-		"":                  "",
-		"plain text":        "plain text",
-		"tab\there":         "tab\uFFFDhere",
-		"nul\x00":           "nul\uFFFD",
-		"\xc3":              "\uFFFD",
-		"ok \u2603 \u00e9":  "ok \u2603 \u00e9",
-		"\x1bc reset":       "\uFFFDc reset",
-		"\u0085next line":   "\uFFFDnext line",
-		"del\x7f":           "del\uFFFD",
-		"\U0001F600 emoji":  "\U0001F600 emoji",
-		"mixed \xff\x1b[0m": "mixed \uFFFD\uFFFD[0m",
+		"":                         "",
+		"plain text":               "plain text",
+		"tab\there":                "tab\uFFFDhere",
+		"nul\x00":                  "nul\uFFFD",
+		"\xc3":                     "\uFFFD",
+		"ok \u2603 \u00e9":         "ok \u2603 \u00e9",
+		"\x1bc reset":              "\uFFFDc reset",
+		"\u0085next line":          "\uFFFDnext line",
+		"del\x7f":                  "del\uFFFD",
+		"\U0001F600 emoji":         "\U0001F600 emoji",
+		"mixed \xff\x1b[0m":        "mixed \uFFFD\uFFFD[0m",
+		"x\u202Eevil\u202C":        "x\uFFFDevil\uFFFD",
+		"\u2066\u2067\u2068\u2069": "\uFFFD\uFFFD\uFFFD\uFFFD",
+		"\u200E\u200F\u061C":       "\uFFFD\uFFFD\uFFFD",
+		"\u200B\u2060\uFEFF":       "\uFFFD\uFFFD\uFFFD",
+		"a\u2028b\u2029":           "a\uFFFDb\uFFFD",
+		"👩\u200D👧 ❤\uFE0F":         "👩\u200D👧 ❤\uFE0F",
+		"می\u200Cخواهم":            "می\u200Cخواهم",
+		"\u00A0no-break\u3000":     "\u00A0no-break\u3000",
 	} {
 		assert.Equal(t, want, sanitize(in), "sanitize(%q)", in)
 	}

@@ -13,24 +13,28 @@ import (
 	"gochat-steps/internal/chattest"
 )
 
-// Exercise 1: a name is taken whatever its case, since "Ana" and "ana"
-// look like the same person.
-func TestExercise1NamesDifferingOnlyInCaseAreTaken(t *testing.T) {
+// Exercise 1: a name keeps the case its owner typed, and is still taken
+// whatever its case: "Ana" is shown as Ana, and "ana" or "ANA" is Ana.
+func TestExercise1NamesKeepTheirCase(t *testing.T) {
 	chattest.Parallel(t)
 	addr := chattest.Start(t, serve)
-	ana, bob := chattest.Name("ana"), chattest.Name("bob")
-	a := join(t, addr, ana)
+	ana, bob := chattest.Name("Ana"), chattest.Name("bob")
+	a := chattest.Dial(t, addr)
+	a.ExpectText(prompt)
+	a.Send(ana)
+	a.ExpectAfter(ana, "welcome "+ana, "a name is shown as its owner typed it")
 	b := join(t, addr, bob)
-	a.Expect(bob + " has arrived")
+	a.Send("hi")
+	b.ExpectAfter("hi", ana+" says: hi", "lines carry the name as typed")
 	c := chattest.Dial(t, addr)
 	c.ExpectText(prompt)
-	for _, name := range []string{strings.ToUpper(ana), "A" + ana[1:]} {
+	for _, name := range []string{strings.ToLower(ana), strings.ToUpper(ana)} {
 		c.Send(name)
 		c.ExpectAfter(name, "name is taken", ana+" is in the room, and a name differing only in case is the same name")
 		c.ExpectText(prompt)
 	}
 	a.Close()
-	b.Expect(ana + " has left")
+	b.ExpectAfter("(nothing: "+ana+" hung up)", ana+" has left", "the room knows the name as typed")
 	c.Send(strings.ToUpper(ana))
 	c.ExpectAfter(strings.ToUpper(ana), "welcome "+strings.ToUpper(ana),
 		ana+" has left, so the name is free again, in any case")

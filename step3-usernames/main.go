@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 )
@@ -169,8 +168,8 @@ func (r *room) join(cli *client, input *bufio.Scanner) bool {
 		if !input.Scan() {
 			return false
 		}
-		cli.name = strings.TrimSpace(input.Text())
-		if err := checkName(cli.name); err != nil {
+		var err error
+		if cli.name, err = checkName(input.Text()); err != nil {
 			cli.out.put(err.Error() + "\n")
 			continue
 		}

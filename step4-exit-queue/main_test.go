@@ -80,7 +80,8 @@ func TestInvalidNamesAreRefusedWithAReason(t *testing.T) {
 		{"a space inside", "ana maria", `name has a character that is not allowed: ' ' (use letters, digits, _ or -)`},
 		{"punctuation", "ana!", `name has a character that is not allowed: '!' (use letters, digits, _ or -)`},
 		{"an escape", "\x1b[31mana", `name has a character that is not allowed: '\x1b' (use letters, digits, _ or -)`},
-		{"invalid UTF-8", "an\xffa", `name has a character that is not allowed: '�' (use letters, digits, _ or -)`},
+		{"invalid UTF-8", "an\xffa", `name has a character that is not allowed: '\ufffd' (use letters, digits, _ or -)`},
+		{"Latin in a right-to-left name", "محمدana", "name breaks the Bidi Rule for right-to-left text (RFC 5893)"},
 	} {
 		c.Send(tc.sent)
 		c.Expect(tc.reason)
@@ -94,24 +95,89 @@ func TestInvalidNamesAreRefusedWithAReason(t *testing.T) {
 func TestNamesMayBeWrittenInAnyScript(t *testing.T) {
 	chattest.Parallel(t)
 	addr := chattest.Start(t, serveDefault)
-	for _, base := range []string{"José", "Zoë_M-", "नमस्ते", "Дмитрий", "李雷", "محمد", "x"} {
-		join(t, addr, chattest.Name(base))
+	for _, name := range []string{
+		chattest.Name("josé"), chattest.Name("zoë_m-"), chattest.Name("x"), chattest.Name("_élan"),
+		chattest.NameInScript("नमस्ते"), chattest.NameInScript("дмитрий"), chattest.NameInScript("李雷"),
+		chattest.NameInScript("محمد"), chattest.NameInScript("さくら東京"), chattest.NameInScript("ελένη"),
+	} {
+		join(t, addr, name)
 	}
 	join(t, addr, strings.Repeat("ü", 18)+"42") // exactly 20 characters
 }
 
-func TestTakenNamesAreRefusedCaseSensitively(t *testing.T) {
+// Names are compared, and shown, in lower case: ANA is ana, so it is taken
+// while ana is in the room.
+func TestANameIsTakenWhateverItsCase(t *testing.T) {
 	chattest.Parallel(t)
 	addr := chattest.Start(t, serveDefault)
 	name := chattest.Name("ana")
 	join(t, addr, name)
 	c := chattest.Dial(t, addr)
 	c.ExpectText(prompt)
-	c.Send(name)
-	c.Expect("name is taken")
-	c.ExpectText(prompt)
-	c.Send(strings.ToUpper(name))
-	c.Expect("welcome " + strings.ToUpper(name))
+	for _, sent := range []string{name, strings.ToUpper(name), "A" + name[1:]} {
+		c.Send(sent)
+		c.ExpectAfter(sent, "name is taken", name+" is in the room, and case makes no other name")
+		c.ExpectText(prompt)
+	}
+	other := chattest.Name("bob")
+	c.Send(strings.ToUpper(other))
+	c.ExpectAfter(strings.ToUpper(other), "welcome "+other, "a name is shown in lower case")
+}
+
+// A name that looks like one in the room must be refused, or become that
+// name and be found taken: invisible characters, other widths, accents
+// written apart, stacked marks, letters of another script.
+func TestLookAlikeNamesAreRefusedOrFoundTaken(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	alice, jose := chattest.Name("alice"), chattest.Name("jos\u00e9") // é as one character
+	join(t, addr, alice)
+	join(t, addr, jose)
+	notAllowed := func(c string) string {
+		return "name has a character that is not allowed: " + c + " (use letters, digits, _ or -)"
+	}
+	for _, tc := range []struct{ what, sent, imitates, reason string }{
+		{"a variation selector after it", alice + "\uFE0F", alice, notAllowed(`'\ufe0f'`)},
+		{"a combining grapheme joiner inside", alice[:3] + "\u034F" + alice[3:], alice, notAllowed(`'\u034f'`)},
+		{"a Mongolian variation selector", alice + "\u180B", alice, notAllowed(`'\u180b'`)},
+		{"a zero width space", alice + "\u200B", alice, notAllowed(`'\u200b'`)},
+		{"é written apart (NFD)", "jose\u0301" + jose[len("jos\u00e9"):], jose, "name is taken"},
+		{"fullwidth letters", fullwidth(alice), alice, "name is taken"},
+		{"capitals", strings.ToUpper(alice), alice, "name is taken"},
+		{"a Cyrillic а", "\u0430" + alice[1:], alice, "name mixes scripts: Cyrillic, Latin"},
+		{"the Hangul filler, invisible", "\u3164", "an empty name", notAllowed(`'\u3164'`)},
+		{"the halfwidth Hangul filler", "\uFFA0", "an empty name", notAllowed(`'\uffa0'`)},
+		{"the Hangul choseong filler", "\u115F", "an empty name", notAllowed(`'\u115f'`)},
+		{"an accent twice", "jos\u00e9\u0301" + jose[len("jos\u00e9"):], jose, `name has the same mark twice on one character: '\u0301'`},
+		{"Z with 19 stacked marks", "Z" + stacked(19), "an unreadable smudge", "name has more than 4 marks on one character"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			c := chattest.Dial(t, addr)
+			c.ExpectText(prompt)
+			c.Send(tc.sent)
+			c.ExpectAfter(tc.sent, tc.reason, "it looks like "+tc.imitates)
+		})
+	}
+}
+
+// stacked returns n different combining marks, U+0300 and on: on a letter,
+// they pile up on top of it.
+func stacked(n int) string {
+	marks := make([]rune, n)
+	for i := range marks {
+		marks[i] = '\u0300' + rune(i)
+	}
+	return string(marks)
+}
+
+// fullwidth writes name's ASCII letters and digits in their fullwidth forms.
+func fullwidth(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' {
+			return r + '\uFF10' - '0'
+		}
+		return r
+	}, name)
 }
 
 func TestANameIsFreeAgainOnceItsOwnerHasLeft(t *testing.T) {
@@ -467,6 +533,14 @@ func TestHostileTextIsNeutralised(t *testing.T) {
 		{"invalid UTF-8", "bad \xff\xfe byte", "bad \uFFFD byte"},
 		{"backspace and delete", "ab\x08\x7f", "ab\uFFFD\uFFFD"},
 		{"letters of any script", "héllo ńo 日本 😀", "héllo ńo 日本 😀"},
+		{"right-to-left override", "x\u202Eevil.exe\u202C is \u202Efdp.txt", "x\uFFFDevil.exe\uFFFD is \uFFFDfdp.txt"},
+		{"bidi isolates and marks", "\u2067a\u2069 \u200Eb\u200F \u061Cc", "\uFFFDa\uFFFD \uFFFDb\uFFFD \uFFFDc"},
+		{"invisible format characters", "zero\u200Bwidth \uFEFFbom soft\u00ADhyphen", "zero\uFFFDwidth \uFFFDbom soft\uFFFDhyphen"},
+		{"hidden tag characters", "a\U000E0068\U000E0069b", "a\uFFFD\uFFFDb"},
+		{"line and paragraph separators", "one\u2028two\u2029three", "one\uFFFDtwo\uFFFDthree"},
+		{"emoji sequences (ZWJ, variation selector, skin tone, flag, keycap)",
+			"👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3", "👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3"},
+		{"a joiner that Persian needs", "می\u200Cخواهم", "می\u200Cخواهم"},
 	} {
 		b.Send(tc.sent)
 		b.Expect(bob + " says: " + tc.shown)
@@ -732,24 +806,38 @@ func TestShutdownWaitsAtMostWriteTimeoutForAStuckClient(t *testing.T) {
 
 func TestCheckName(t *testing.T) {
 	chattest.OwnCode(t)
-	for name, ok := range map[string]bool{
-		"ana": true, "Ana_B-2": true, "٣": true, "नमस्ते": true, "12345678901234567890": true,
-		"": false, "123456789012345678901": false, "a.b": false, "a\tb": false, "<b>": false,
+	for _, tc := range []struct{ sent, name string }{ // name "": refused
+		{"ana", "ana"}, {" Ana_B-2 ", "ana_b-2"}, {"نجمة٣", "نجمة٣"}, {"नमस्ते", "नमस्ते"},
+		{"12345678901234567890", "12345678901234567890"}, {"ＡＮＡ", "ana"}, {"jose\u0301", "jos\u00e9"},
+		{"_jos\u00e9", "_jos\u00e9"}, {"2ü", "2ü"}, {"東京tokyo", "東京tokyo"}, {"서울seoul", "서울seoul"}, {"e\u0301\u0302\u0303\u0304", "\u00e9\u0302\u0303\u0304"},
+		{"", ""}, {"123456789012345678901", ""}, {"a.b", ""}, {"a\tb", ""}, {"<b>", ""},
+		{"ana\uFE0F", ""}, {"\u3164", ""}, {"٣", ""}, {"ana٣", ""}, {"аna", ""},
+		{"e\u0301\u0302\u0303\u0304\u0306", ""}, {"e\u0301\u0301", ""},
 	} {
-		assert.Equal(t, ok, checkName(name) == nil, "checkName(%q) = %v", name, checkName(name))
+		name, err := checkName(tc.sent)
+		assert.Equal(t, tc.name, name, "checkName(%q) returned %q, %v", tc.sent, name, err)
+		assert.Equal(t, tc.name == "", err != nil, "checkName(%q) returned %q, %v", tc.sent, name, err)
 	}
 }
 
 func TestSanitizeKeepsPrintableTextAndReplacesTheRest(t *testing.T) {
 	chattest.OwnCode(t)
 	for in, want := range map[string]string{
-		"":                  "",
-		"plain text":        "plain text",
-		"tab\there":         "tab\uFFFDhere",
-		"nul\x00":           "nul\uFFFD",
-		"\xc3":              "\uFFFD",
-		"\u0085next line":   "\uFFFDnext line",
-		"mixed \xff\x1b[0m": "mixed \uFFFD\uFFFD[0m",
+		"":                         "",
+		"plain text":               "plain text",
+		"tab\there":                "tab\uFFFDhere",
+		"nul\x00":                  "nul\uFFFD",
+		"\xc3":                     "\uFFFD",
+		"\u0085next line":          "\uFFFDnext line",
+		"mixed \xff\x1b[0m":        "mixed \uFFFD\uFFFD[0m",
+		"x\u202Eevil\u202C":        "x\uFFFDevil\uFFFD",
+		"\u2066\u2067\u2068\u2069": "\uFFFD\uFFFD\uFFFD\uFFFD",
+		"\u200E\u200F\u061C":       "\uFFFD\uFFFD\uFFFD",
+		"\u200B\u2060\uFEFF":       "\uFFFD\uFFFD\uFFFD",
+		"a\u2028b\u2029":           "a\uFFFDb\uFFFD",
+		"👩\u200D👧 ❤\uFE0F":         "👩\u200D👧 ❤\uFE0F",
+		"می\u200Cخواهم":            "می\u200Cخواهم",
+		"\u00A0no-break\u3000":     "\u00A0no-break\u3000",
 	} {
 		assert.Equal(t, want, sanitize(in), "sanitize(%q)", in)
 	}

@@ -222,8 +222,8 @@ func (r *room) join(cli *client, input *frames) bool {
 		if !input.Scan() {
 			return false
 		}
-		cli.name = strings.TrimSpace(input.Text())
-		if err := checkName(cli.name); err != nil {
+		var err error
+		if cli.name, err = checkName(input.Text()); err != nil {
 			cli.out.put(encode(message{Event: "refused", Body: err.Error()}))
 			continue
 		}

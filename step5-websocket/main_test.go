@@ -246,9 +246,61 @@ func TestBadAndTakenNamesAreRefusedWithAReason(t *testing.T) {
 		c.send(tc.sent)
 		c.expect(message{Event: "refused", Body: tc.reason})
 	}
-	name := chattest.Name("Zoë")
-	c.send(name)
-	c.expect(message{Event: "welcome", Body: name})
+	name := chattest.Name("zoë")
+	c.send(strings.ToUpper(name))
+	c.expect(message{Event: "welcome", Body: name}) // names are shown in lower case
+}
+
+// A name that looks like one in the room must be refused, or become that
+// name and be found taken (the TCP steps test more cases; the rules are
+// the same).
+func TestLookAlikeNamesAreRefusedOrFoundTaken(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	alice, jose := chattest.Name("alice"), chattest.Name("jos\u00e9") // é as one character
+	join(t, addr, alice)
+	join(t, addr, jose)
+	notAllowed := func(c string) string {
+		return "name has a character that is not allowed: " + c + " (use letters, digits, _ or -)"
+	}
+	for _, tc := range []struct{ what, sent, imitates, reason string }{
+		{"a variation selector after it", alice + "\uFE0F", alice, notAllowed(`'\ufe0f'`)},
+		{"a combining grapheme joiner inside", alice[:3] + "\u034F" + alice[3:], alice, notAllowed(`'\u034f'`)},
+		{"é written apart (NFD)", "jose\u0301" + jose[len("jos\u00e9"):], jose, "name is taken"},
+		{"fullwidth letters", fullwidth(alice), alice, "name is taken"},
+		{"capitals", strings.ToUpper(alice), alice, "name is taken"},
+		{"a Cyrillic а", "\u0430" + alice[1:], alice, "name mixes scripts: Cyrillic, Latin"},
+		{"the Hangul filler, invisible", "\u3164", "an empty name", notAllowed(`'\u3164'`)},
+		{"Z with 19 stacked marks", "Z" + stacked(19), "an unreadable smudge", "name has more than 4 marks on one character"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			c := dial(t, addr)
+			c.send(tc.sent)
+			got := c.next("a refusal")
+			assert.Equal(t, message{Event: "refused", Body: tc.reason}, got,
+				"sent %+q as a name, which looks like %s", tc.sent, tc.imitates)
+		})
+	}
+}
+
+// stacked returns n different combining marks, U+0300 and on: on a letter,
+// they pile up on top of it.
+func stacked(n int) string {
+	marks := make([]rune, n)
+	for i := range marks {
+		marks[i] = '\u0300' + rune(i)
+	}
+	return string(marks)
+}
+
+// fullwidth writes name's ASCII letters and digits in their fullwidth forms.
+func fullwidth(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' {
+			return r + '\uFF10' - '0'
+		}
+		return r
+	}, name)
 }
 
 func TestNewcomersGetTheRecentHistoryFirst(t *testing.T) {
@@ -348,6 +400,26 @@ func TestHTMLIsPassedOnAsText(t *testing.T) {
 	a.expect(says(ana, `<b>x</b><script>alert(1)</script> & "quotes"`))
 	a.send("\x1b[31m \xff") // the same control-character rules as the TCP steps
 	a.expect(says(ana, "\uFFFD[31m \uFFFD"))
+}
+
+// Bidi controls would reorder what the page shows, and invisible characters
+// hide text: they arrive as U+FFFD. Emoji sequences arrive whole.
+func TestBidiAndInvisibleCharactersAreNeutralised(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana := chattest.Name("ana")
+	a := join(t, addr, ana)
+	for _, tc := range []struct{ what, sent, shown string }{
+		{"right-to-left override", "x\u202Eevil.exe\u202C is \u202Efdp.txt", "x\uFFFDevil.exe\uFFFD is \uFFFDfdp.txt"},
+		{"bidi isolates and marks", "\u2067a\u2069 \u200Eb\u200F \u061Cc", "\uFFFDa\uFFFD \uFFFDb\uFFFD \uFFFDc"},
+		{"invisible format characters", "zero\u200Bwidth \uFEFFbom", "zero\uFFFDwidth \uFFFDbom"},
+		{"line and paragraph separators", "one\u2028two\u2029three", "one\uFFFDtwo\uFFFDthree"},
+		{"emoji sequences", "👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3", "👩\u200D👩\u200D👧 ❤\uFE0F 👍🏽 🇫🇷 1\uFE0F\u20E3"},
+	} {
+		a.send(tc.sent)
+		got := a.next(tc.what)
+		assert.Equal(t, says(ana, tc.shown), got, "%s: sent %+q, expected %+q", tc.what, tc.sent, tc.shown)
+	}
 }
 
 func TestQuitLeavesTheRoom(t *testing.T) {

@@ -447,3 +447,14 @@ func Baseline(t *testing.T) int {
 	goleak.VerifyNone(t)
 	return runtime.NumGoroutine()
 }
+
+// NameInScript is Name for a base in a script other than Latin, such as
+// "дмитрий" or "محمد": what follows the base is digits and '_' only, so
+// the name keeps to one script, as servers may require (a Latin "x" after
+// Cyrillic letters mixes scripts).
+func NameInScript(base string) string {
+	mark, _ := strconv.ParseInt(run, 36, 64)
+	name := fmt.Sprintf("%s%d_%d", base, names.Add(1), mark)
+	knowPeer(name)
+	return name
+}
