@@ -46,9 +46,34 @@ def decode(data):
 
 
 def sanitize(data):
-    """Each run of invalid UTF-8, and each control character, becomes U+FFFD."""
+    """Each run of invalid UTF-8, and each control, format or separator
+    character (but the joiners U+200C and U+200D) becomes U+FFFD."""
     text = re.sub("[\udc80-\udcff]+", "\ufffd", decode(data))
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)
+    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+                   and c not in "\u200c\u200d" else c for c in text)
+
+
+# Unicode's Default_Ignorable_Code_Point: invisible, so never in a name.
+IGNORABLE = [(0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+             (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+             (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+             (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+             (0xE0000, 0xE0FFF)]
+
+
+def precis_map(name):
+    """RFC 8265's UsernameCaseMapped mappings: width, lower case, NFC."""
+    wide = "".join(unicodedata.normalize("NFKC", c)
+                   if unicodedata.decomposition(c).startswith(("<wide>", "<narrow>")) else c
+                   for c in name)
+    return unicodedata.normalize("NFC", wide.lower())
+
+
+def identifier(c):
+    """RFC 8264's IdentifierClass, roughly: letters, digits and marks that
+    have no compatibility form."""
+    return (unicodedata.category(c) in ("Ll", "Lu", "Lo", "Nd", "Lm", "Mn", "Mc")
+            and not unicodedata.decomposition(c).startswith("<")) or c in "_-"
 
 
 def allowed(c):
@@ -56,22 +81,26 @@ def allowed(c):
         return True
     if "\udc80" <= c <= "\udcff":  # an invalid byte
         return False
-    category = unicodedata.category(c)
-    return category[0] in "LM" or category == "Nd"
+    if any(lo <= ord(c) <= hi for lo, hi in IGNORABLE):
+        return False
+    if unicodedata.category(c)[0] not in "LM" and unicodedata.category(c) != "Nd":
+        return False
+    mapped = precis_map(c)
+    return mapped != "" and all(identifier(m) for m in mapped)
 
 
 def quote(c):
-    """c as Go's %q writes one character."""
+    """c in ASCII, as Go's %+q writes one character."""
     if "\udc80" <= c <= "\udcff":
         c = "\ufffd"
     if c in "'\\":
         return "'\\" + c + "'"
-    if unicodedata.category(c)[0] in "LMNPS" or c == " ":
+    code = ord(c)
+    if 0x20 <= code < 0x7F:
         return "'" + c + "'"
     escapes = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
     if c in escapes:
         return "'\\" + escapes[c] + "'"
-    code = ord(c)
     if code < 0x20 or code == 0x7F:
         return "'\\x%02x'" % code
     if code <= 0xFFFF:
@@ -79,8 +108,41 @@ def quote(c):
     return "'\\U%08x'" % code
 
 
+def breaks_bidi_rule(name):
+    """RFC 5893's Bidi Rule, for a name with a right-to-left character."""
+    classes = [unicodedata.bidirectional(c) for c in name]
+    if not set(classes) & {"R", "AL", "AN"}:
+        return False
+    core = classes
+    while core and core[-1] == "NSM":
+        core = core[:-1]
+    if classes[0] in ("R", "AL"):
+        ok = {"R", "AL", "AN", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
+        return (not set(classes) <= ok or not core or core[-1] not in ("R", "AL", "EN", "AN")
+                or ("EN" in classes and "AN" in classes))
+    if classes[0] == "L":
+        ok = {"L", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
+        return not set(classes) <= ok or not core or core[-1] not in ("L", "EN")
+    return True
+
+
+def script(c):
+    """The Unicode script of c, roughly, from its name; None for Common and
+    Inherited (digits, '_', '-', combining marks)."""
+    name = unicodedata.name(c, "")
+    if name.startswith("CJK "):
+        return "Han"
+    if name.startswith(("DIGIT ", "COMBINING ", "LOW LINE", "HYPHEN")) or not name:
+        return None
+    return name.split()[0].capitalize()
+
+
+MIXES = [{"Latin", "Han", "Hiragana", "Katakana"}, {"Latin", "Han", "Hangul"}, {"Latin", "Han", "Bopomofo"}]
+
+
 def check_name(line):
-    """The name in line, and why it is refused (None if it is not)."""
+    """The name in line, as the server uses it, and why it is refused (None
+    if it is not)."""
     name = decode(line).strip(WHITE_SPACE)
     if not name:
         return name, "name is empty"
@@ -89,6 +151,25 @@ def check_name(line):
     for c in name:
         if not allowed(c):
             return name, f"name has a character that is not allowed: {quote(c)} (use letters, digits, _ or -)"
+    name = precis_map(name)
+    if not name or not all(identifier(c) for c in name):
+        return name, "name is not a valid username (RFC 8265)"
+    if breaks_bidi_rule(name):
+        return name, "name breaks the Bidi Rule for right-to-left text (RFC 5893)"
+    marks, last = 0, None
+    for c in unicodedata.normalize("NFD", name):
+        if unicodedata.category(c) in ("Mn", "Me"):
+            marks += 1
+            if marks > 4:
+                return name, "name has more than 4 marks on one character"
+            if c == last:
+                return name, f"name has the same mark twice on one character: {quote(c)}"
+        else:
+            marks = 0
+        last = c
+    scripts = {script(c) for c in name} - {None}
+    if len(scripts) > 1 and not any(scripts <= mix for mix in MIXES):
+        return name, "name mixes scripts: " + ", ".join(sorted(scripts))
     return name, None
 
 
