@@ -177,9 +177,6 @@ func parse(in io.Reader) (*report, error) {
 			}
 		case "pass":
 			res.outcome = passed
-			if !strings.Contains(res.output, gradedMark) {
-				res.outcome = ungraded
-			}
 		case "fail":
 			res.outcome = failed
 		case "skip":
@@ -187,11 +184,37 @@ func parse(in io.Reader) (*report, error) {
 		}
 	}
 	r.tail = tail.String()
+	// A test passed ungraded if neither it nor a test it is part of (the
+	// one that started the server its subtests share) talked to a server.
+	for test, res := range r.results {
+		if res.outcome != passed {
+			continue
+		}
+		graded := false
+		for name := test; name != "" && !graded; {
+			if up := r.results[name]; up != nil && strings.Contains(up.output, gradedMark) {
+				graded = true
+			}
+			name, _ = cutLast(name, "/")
+		}
+		if !graded {
+			res.outcome = ungraded
+		}
+	}
 	// A test with subtests is graded by its subtests.
 	r.order = slices.DeleteFunc(r.order, func(test string) bool {
 		return slices.ContainsFunc(r.order, func(sub string) bool { return strings.HasPrefix(sub, test+"/") })
 	})
 	return r, scanner.Err()
+}
+
+// cutLast returns s before and after the last sep, or "" and false.
+func cutLast(s, sep string) (string, bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return "", false
+	}
+	return s[:i], true
 }
 
 // printTable prints one row per test and one column per student, then the
