@@ -148,7 +148,7 @@ func Dial(t testing.TB, addr string) *Client {
 	t.Helper()
 	c, err := TryDial(t, addr)
 	if err != nil {
-		if why := gone(t, addr); why != "" {
+		if why := gone(t, addr, true); why != "" {
 			t.Fatal(why)
 		}
 		t.Fatal(err)
@@ -184,13 +184,19 @@ func (c *Client) Who() string {
 	return "the client at " + c.Addr()
 }
 
-// fatalf fails the test with the message, and if the server under test is
-// gone (crashed, or no longer accepting connections), says that first.
-func (c *Client) fatalf(format string, args ...any) {
+// fatalf fails the test with the message. If err, the error that made
+// the test fail, is not nil (the connection ended, or nothing came), and
+// the server under test is gone (crashed, or no longer accepting
+// connections), it says that first.
+func (c *Client) fatalf(err error, format string, args ...any) {
 	c.t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if why := gone(c.t, c.server); why != "" {
-		msg = why + "\n(then: " + msg + ")"
+	if err != nil {
+		// A connection that ended comes a moment before its server's exit.
+		wait := !errors.Is(err, os.ErrDeadlineExceeded)
+		if why := gone(c.t, c.server, wait); why != "" {
+			msg = why + "\n(then: " + msg + ")"
+		}
 	}
 	c.t.Fatal(msg)
 }
@@ -206,7 +212,7 @@ func (c *Client) Conn() *net.TCPConn { return c.conn }
 func (c *Client) Send(lines ...string) {
 	c.t.Helper()
 	if err := c.TrySend(lines...); err != nil {
-		c.fatalf("%v", err)
+		c.fatalf(err, "%v", err)
 	}
 }
 
@@ -272,7 +278,7 @@ func (c *Client) Line(waitingFor string) string {
 	c.t.Helper()
 	line, err := c.ReadLine()
 	if err != nil {
-		c.fatalf("%s expected %s, got %v (%s last sent: %.80q)", c.Who(), waitingFor, err, c.Who(), c.last)
+		c.fatalf(err, "%s expected %s, got %v (%s last sent: %.80q)", c.Who(), waitingFor, err, c.Who(), c.last)
 	}
 	return line
 }
@@ -282,7 +288,7 @@ func (c *Client) Expect(want string) {
 	c.t.Helper()
 	got := c.Line(fmt.Sprintf("%q", want))
 	if got != want {
-		c.fatalf("%s expected %q, got %.80q (%s last sent: %.80q)", c.Who(), want, got, c.Who(), c.last)
+		c.fatalf(nil, "%s expected %q, got %.80q (%s last sent: %.80q)", c.Who(), want, got, c.Who(), c.last)
 	}
 }
 
@@ -293,10 +299,10 @@ func (c *Client) ExpectAfter(sent, want, why string) {
 	c.t.Helper()
 	got, err := c.ReadLine()
 	if err != nil {
-		c.fatalf("after %q was sent, %s expected %q (%s), got %v", sent, c.Who(), want, why, err)
+		c.fatalf(err, "after %q was sent, %s expected %q (%s), got %v", sent, c.Who(), want, why, err)
 	}
 	if got != want {
-		c.fatalf("after %q was sent, %s expected %q (%s), got %q", sent, c.Who(), want, why, got)
+		c.fatalf(nil, "after %q was sent, %s expected %q (%s), got %q", sent, c.Who(), want, why, got)
 	}
 }
 
@@ -308,7 +314,7 @@ func (c *Client) ExpectText(want string) {
 	got := make([]byte, len(want))
 	n, err := io.ReadFull(c.in, got)
 	if err != nil || string(got) != want {
-		c.fatalf("%s expected %q, got %.80q (%v) (%s last sent: %.80q)", c.Who(), want, got[:n], err, c.Who(), c.last)
+		c.fatalf(err, "%s expected %q, got %.80q (%v) (%s last sent: %.80q)", c.Who(), want, got[:n], err, c.Who(), c.last)
 	}
 }
 
@@ -317,7 +323,7 @@ func (c *Client) Until(want string) []string {
 	c.t.Helper()
 	skipped, err := c.TryUntil(want)
 	if err != nil {
-		c.fatalf("%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
+		c.fatalf(err, "%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
 	}
 	return skipped
 }
@@ -345,11 +351,11 @@ func (c *Client) UntilDespite(stuck *Client, want string) []string {
 	skipped, err := c.TryUntil(want)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.fatalf("%s waited %v for %.60q, which never came, while %s read nothing: "+
+		c.fatalf(err, "%s waited %v for %.60q, which never came, while %s read nothing: "+
 			"a client that reads nothing blocked everyone (a server must never wait for one client: "+
 			"see \"Slow and stuck clients\" in docs/protocol.md)", c.Who(), Timeout, want, stuck.Who())
 	case err != nil:
-		c.fatalf("%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
+		c.fatalf(err, "%s: %v (%s last sent: %.80q)", c.Who(), err, c.Who(), c.last)
 	}
 	return skipped
 }

@@ -199,17 +199,18 @@ func probe(addr string) error {
 
 // gone explains a failed read or dial of a client of the server at addr
 // when the reason is that the server is gone: a CHAT_CMD process that has
-// exited (its status and last lines on stderr), or a CHAT_ADDR server that
-// no longer accepts connections. It returns "" if the server is still
-// there, or is the repository's own.
-func gone(t testing.TB, addr string) string {
+// exited (its status and last lines of output), or a CHAT_ADDR server that
+// no longer accepts connections. With wait, it gives a CHAT_CMD process a
+// moment to exit. It returns "" if the server is still there, or is the
+// repository's own.
+func gone(t testing.TB, addr string, wait bool) string {
 	if p, ok := processes.Load(addr); ok {
 		p := p.(*Process)
 		select {
 		case <-p.done:
 		default:
-			if listens(addr) == nil {
-				return "" // still there: the failure is the test's to tell
+			if !wait {
+				return ""
 			}
 		}
 		return p.crashed()
