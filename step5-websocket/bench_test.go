@@ -57,7 +57,7 @@ func serveInProcess(b *testing.B, naive bool) string {
 		ln = naiveListener{ln}
 	}
 	return chattest.StartOn(b, ln, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, defaults.idle, defaults.history, defaults.origin)
+		return serve(ctx, ln, defaults.idle, defaults.history, defaults.origin, defaults.maxConns)
 	})
 }
 
@@ -309,8 +309,8 @@ func chatMessages(f []byte, heard func(author, body string)) {
 }
 
 // idleArgs run the program for idle clients: they are not disconnected
-// for being idle while they are measured.
-var idleArgs = []string{"-addr", "127.0.0.1:0", "-idle", "1h"}
+// for being idle while they are measured, and all 5,000 get a seat.
+var idleArgs = []string{"-addr", "127.0.0.1:0", "-idle", "1h", "-maxconns", "5000"}
 
 // 5,000 clients joining at the same moment: the target is all of them in
 // within 5 s. The memory it reports is inflated by the burst.

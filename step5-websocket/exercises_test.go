@@ -8,11 +8,9 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 
 	"gochat-steps/internal/chattest"
@@ -87,48 +85,22 @@ func TestExercise2GetHistoryServesTheRecentMessages(t *testing.T) {
 	}
 }
 
-// Exercise 3: a newcomer's history ends with the newest message, however
-// long the messages. 100 messages of 1,000 '<' are 600 KB of JSON ('<' is
-// sent as \u003c), more than an outbox may hold (maxPending): the history
-// must keep the newest messages that fit, not the oldest.
-func TestExercise3TheHistoryEndsWithTheNewestMessage(t *testing.T) {
+// Exercise 3: a frame {"event": "typing"} is not a message. The others
+// get {"author": "ana", "body": "", "event": "typing"}; the typist gets
+// nothing back, and the history never holds it.
+func TestExercise3TypingIsToldToTheOthersOnly(t *testing.T) {
 	chattest.Parallel(t)
 	addr := start(t, defaults)
-	ana := chattest.Name("ana")
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
 	a := join(t, addr, ana)
-	long := strings.Repeat("<", maxBody-4)
-	for i := range defaults.history {
-		a.send(fmt.Sprintf("%03d %s", i, long))
-		a.expect(says(ana, fmt.Sprintf("%03d %s", i, long)))
-	}
-	b := join(t, addr, chattest.Name("bob"))
-	a.expect(message{Event: "arrived", Body: b.name})
-	a.send("live")
-	var got []int // the numbers of the messages in b's history
-	for {
-		m, err := b.tryNext()
-		if err != nil {
-			t.Fatalf("%s joined after %d long messages; after %d of them in its history (%v), "+
-				"expected more, or the live message, got %v", b.name, defaults.history, len(got), got, err)
-		}
-		if m == says(ana, "live") {
-			break
-		}
-		var n int
-		if _, err := fmt.Sscanf(m.Body, "%d ", &n); err != nil || m.Author != ana {
-			t.Fatalf("%s expected the history or the live message, got %+v", b.name, m)
-		}
-		got = append(got, n)
-	}
-	newest := defaults.history - 1
-	if len(got) == 0 || got[len(got)-1] != newest {
-		t.Fatalf("%s joined after %d long messages; its history should end with the newest, %d, but held %d: %v. "+
-			"They are more than an outbox may hold (maxPending bytes), and what did not fit was lost",
-			b.name, defaults.history, newest, len(got), got)
-	}
-	for i, n := range got {
-		if n != got[0]+i {
-			t.Fatalf("%s's history should be the newest messages, in order, oldest first, with no gap: got %v", b.name, got)
-		}
-	}
+	b := join(t, addr, bob)
+	a.expect(message{Event: "arrived", Body: bob})
+	const typing = `{"event": "typing"}`
+	a.sendRaw(typing)
+	expectAfter(t, b, typing, message{Author: ana, Event: "typing"}, "the others are told who is typing")
+	a.send("hi")
+	expectAfter(t, a, typing+` and then "hi"`, says(ana, "hi"), "the typist is not told of its own typing")
+	expectAfter(t, b, "hi", says(ana, "hi"), "the message, after the typing")
+	c := join(t, addr, chattest.Name("cat"))
+	expectAfter(t, c, typing+` and then "hi"`, says(ana, "hi"), "the history holds the message, and not the typing")
 }

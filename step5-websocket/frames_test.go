@@ -91,11 +91,13 @@ func TestAPingLongAfterTheLastWriteIsAnswered(t *testing.T) {
 type rawClient struct {
 	conn net.Conn
 	in   *bufio.Reader
+	name string // once joined
 }
 
 // joinRaw opens a WebSocket to addr by hand, and joins as name.
 func joinRaw(t *testing.T, addr, name string) *rawClient {
 	raw := dialRaw(t, addr)
+	raw.name = name
 	raw.send(t, 0x1, fmt.Sprintf(`{"body": %q}`, name))
 	op, payload := raw.next(t)
 	require.Equal(t, byte(0x1), op)
@@ -120,19 +122,54 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 	resp, err := http.ReadResponse(in, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	return &rawClient{conn, in}
+	return &rawClient{conn: conn, in: in}
 }
 
-// send sends a frame, masked as a client's must be.
+// send sends a whole frame (FIN set), masked as a client's must be.
 func (c *rawClient) send(t *testing.T, opcode byte, payload string) {
-	require.Less(t, len(payload), 126)
+	c.sendFrame(t, 0x80|opcode, payload)
+}
+
+// sendFrame sends a frame whose first byte (FIN, RSV1-3, opcode) is first.
+func (c *rawClient) sendFrame(t *testing.T, first byte, payload string) {
+	t.Helper()
+	_, err := c.conn.Write(frame(first, payload))
+	require.NoError(t, err)
+}
+
+// frame is a frame of a payload under 126 bytes, masked.
+func frame(first byte, payload string) []byte {
+	if len(payload) > 125 {
+		panic("frame: a payload of 126 bytes or more needs a longer header")
+	}
 	mask := []byte{1, 2, 3, 4}
-	f := append([]byte{0x80 | opcode, 0x80 | byte(len(payload))}, mask...)
+	f := append([]byte{first, 0x80 | byte(len(payload))}, mask...)
 	for i := range len(payload) {
 		f = append(f, payload[i]^mask[i%4])
 	}
-	_, err := c.conn.Write(f)
-	require.NoError(t, err)
+	return f
+}
+
+// nextMessage reads frames up to the next text frame, and returns its
+// messages; it skips the server's pings, and does not answer them.
+func (c *rawClient) nextMessages() ([]message, error) {
+	for {
+		op, payload, err := c.tryNext()
+		if err != nil {
+			return nil, err
+		}
+		if op == 0x9 {
+			continue
+		}
+		if op != 0x1 {
+			return nil, fmt.Errorf("expected a text frame, got opcode %#x: %q", op, payload)
+		}
+		var ms []message
+		if err := json.Unmarshal(payload, &ms); err != nil || len(ms) == 0 {
+			return nil, fmt.Errorf("a frame that is not a JSON array of messages: %q", payload)
+		}
+		return ms, nil
+	}
 }
 
 // next reads a frame: it must be whole (FIN set) and unmasked.

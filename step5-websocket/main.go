@@ -28,9 +28,10 @@ func main() {
 	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients silent for this long")
 	history := flag.Int("history", 100, "how many messages newcomers are shown")
 	origin := flag.String("origin", "", "another origin allowed to connect, e.g. https://example.com")
+	maxConns := flag.Int("maxconns", 2000, "how many WebSockets may be open at once")
 	flag.Parse()
-	if *idle <= 0 || *history < 0 {
-		log.Fatal("-idle must be positive and -history not negative")
+	if *idle <= 0 || *history < 0 || *maxConns <= 0 {
+		log.Fatal("-idle and -maxconns must be positive and -history not negative")
 	}
 	// Ctrl-C (SIGINT) or SIGTERM cancels ctx, which tells serve to stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -40,7 +41,7 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("listening on http://%s/", ln.Addr())
-	if err := serve(ctx, ln, *idle, *history, *origin); err != nil {
+	if err := serve(ctx, ln, *idle, *history, *origin, *maxConns); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -48,11 +49,11 @@ func main() {
 // serve serves the page and the chat on ln until ctx is cancelled. net/http
 // runs the accept loop, and each request in a goroutine of its own: for a
 // WebSocket, that goroutine runs handleConn.
-func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int, origin string) error {
-	r := newRoom(idle)
+func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int, origin string, maxConns int) error {
+	r := newRoom()
 	stopped := make(chan struct{}) // closed by the broadcaster when it is done
 	go r.broadcaster(stopped, history)
-	srv, waitConns := newServer(origin, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
+	srv, waitConns := newServer(ctx, origin, idle, maxConns, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
 	defer func() {
 		waitConns()       // every client has left the room,
 		close(r.messages) // so the broadcaster can stop,
@@ -72,15 +73,13 @@ type room struct {
 	entering chan *client
 	messages chan string // encoded; closed by serve once every client is gone
 	exits    chan exit   // the exit queue: every way out goes through it
-	idle     time.Duration
 }
 
-func newRoom(idle time.Duration) *room {
+func newRoom() *room {
 	return &room{
 		entering: make(chan *client),
 		messages: make(chan string),
 		exits:    make(chan exit),
-		idle:     idle,
 	}
 }
 
@@ -112,13 +111,18 @@ type client struct {
 	admitted chan bool // the broadcaster's answer to entering: is the name free?
 }
 
+// maxHistory bounds the history's bytes, as JSON: half an outbox, so that
+// a newcomer's takes all of it, with room for what is said meanwhile.
+const maxHistory = maxPending / 2
+
 // broadcaster is the only goroutine that touches the set of clients, so the
 // set needs no lock: the others ask for changes through the room's channels,
 // and it handles one request at a time. Newcomers get the last keep messages.
 func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	defer close(stopped)
 	clients := make(map[string]*client)
-	var history []string // the last keep messages, oldest first
+	var history []string // the last messages, oldest first, within maxHistory
+	size := 0            // the bytes in history
 	for {
 		select {
 		case cli := <-r.entering:
@@ -129,7 +133,7 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// never its own arrival.
 				cli.out.put(encode(message{Event: "welcome", Body: cli.name}))
 				for _, msg := range history {
-					cli.out.put(msg) // refused past maxPending: see exercise 3
+					cli.out.put(msg) // fits: the outbox takes maxPending bytes
 				}
 				broadcast(clients, encode(message{Event: "arrived", Body: cli.name}))
 				clients[cli.name] = cli
@@ -140,7 +144,9 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				return
 			}
 			history = append(history, msg)
-			if len(history) > keep {
+			size += len(msg)
+			for len(history) > keep || size > maxHistory {
+				size -= len(history[0])
 				history = history[1:] // append copies the rest when it regrows
 			}
 			broadcast(clients, msg)
@@ -193,7 +199,7 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 		cli.out.close()
 	})
 	defer stop()
-	input := &frames{ws: ws, idle: r.idle}
+	input := &frames{ws: ws}
 	if r.join(cli, input) {
 		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
 			r.messages <- encode(message{Author: cli.name, Body: sanitize(input.Text())})
@@ -255,10 +261,8 @@ func (c *client) writer(written chan<- struct{}) {
 }
 
 // wsConn is a client's WebSocket as its writer sees it. Write sends a batch
-// of encoded messages, "a,b,", as one text frame, [a,b], under the lock that
-// x/net/websocket's own frames (pongs, the close frame) take too: frames
-// never mix. Then it lifts send's deadline: a ping can come at any time,
-// and its pong would fail once the deadline has passed.
+// of encoded messages, "a,b,", as one text frame, [a,b], under the write lock
+// that x/net/websocket's own frames take too: frames never mix.
 type wsConn struct{ *websocket.Conn }
 
 func (c wsConn) Write(batch []byte) (int, error) {
@@ -270,11 +274,5 @@ func (c wsConn) Write(batch []byte) (int, error) {
 	if _, err := c.Conn.Write(array.Bytes()); err != nil {
 		return 0, err
 	}
-	return len(batch), c.SetWriteDeadline(time.Time{})
-}
-
-// Close sends the close frame, within writeTimeout, and hangs up.
-func (c wsConn) Close() error {
-	c.SetWriteDeadline(time.Now().Add(writeTimeout)) // fails only if closed
-	return c.Conn.Close()
+	return len(batch), nil
 }

@@ -30,7 +30,9 @@ var steps = []struct {
 // maxRatio bounds a step's non-test Go files, in lines, against its
 // main.go: the lesson stays the bulk of what a learner reads, while the
 // defences every step shares (explained once, in docs/shared.md) grow.
-const maxRatio = 2.5
+// Step 5 sets it: its web.go holds the HTTP server's limits and checks,
+// and what x/net/websocket does not do (pings, pongs, odd frames).
+const maxRatio = 2.9
 
 // shared are the files the steps share, explained once in docs/shared.md.
 var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go"}
