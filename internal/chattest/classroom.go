@@ -96,6 +96,7 @@ var tally struct {
 	seen                            map[testing.TB]bool
 	passed, failed, skipped, unsure int
 	down                            string // CHAT_ADDR: why the shared server is gone
+	reached                         bool   // CHAT_ADDR: it has accepted a connection
 }
 
 func count(t testing.TB) {
@@ -143,8 +144,12 @@ func summary(w io.Writer) (ok bool) {
 	tally.Lock()
 	defer tally.Unlock()
 	graded := tally.passed + tally.failed
-	fmt.Fprintf(w, "classroom mode (%s): %d behaviours graded: %d passed, %d failed; %d skipped, not graded in this mode (go test -v says why)\n",
-		mode(), graded, tally.passed, tally.failed, tally.skipped)
+	behaviours := "behaviours"
+	if graded == 1 {
+		behaviours = "behaviour"
+	}
+	fmt.Fprintf(w, "classroom mode (%s): %d %s graded: %d passed, %d failed; %d skipped, not graded in this mode (go test -v says why)\n",
+		mode(), graded, behaviours, tally.passed, tally.failed, tally.skipped)
 	if tally.down != "" {
 		fmt.Fprintf(w, "classroom mode: %s\n", tally.down)
 	}
@@ -171,6 +176,9 @@ func shared(t testing.TB) string {
 		why := sharedDown(t, err)
 		t.Fatal(why)
 	}
+	tally.Lock()
+	tally.reached = true
+	tally.Unlock()
 	forgetPeers() // a new test: the clients so far belong to earlier ones
 	t.Logf("%s CHAT_ADDR=%s", gradedMark, addr)
 	return addr
@@ -184,7 +192,11 @@ func sharedDown(t testing.TB, err error) string {
 	if tally.down != "" {
 		return tally.down
 	}
-	tally.down = fmt.Sprintf("your server at %s stopped accepting connections during %s (%v): did it crash? The tests after it are skipped", ClassroomAddr(), t.Name(), err)
+	if tally.reached {
+		tally.down = fmt.Sprintf("your server at %s stopped accepting connections during %s (%v): did it crash? The tests after it are skipped", ClassroomAddr(), t.Name(), err)
+	} else {
+		tally.down = fmt.Sprintf("your server at %s does not accept connections (%v): is it running, and listening there? The other tests are skipped", ClassroomAddr(), err)
+	}
 	return tally.down
 }
 
