@@ -140,8 +140,9 @@ func (r *room) handleConn(ctx context.Context, conn net.Conn) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	input := newScanner(conn)
+	limit := newLimiter() // flood control: see limit.go
 	r.entering <- cli
-	for input.Scan() {
+	for input.Scan() && limit.Wait(ctx) == nil {
 		r.messages <- cli.name + ": " + sanitize(input.Text())
 	}
 	if errors.Is(input.Err(), bufio.ErrTooLong) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -295,6 +296,39 @@ func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
 			count[sender]++
 		}
 	}
+}
+
+// One client floods the room with 200,000 empty lines, as fast as TCP
+// takes them, while five others read at full speed. Its lines are slowed
+// to its rate (in a second, no reader gets more than 5,000 of them), and
+// no reader loses its seat: each still hears its own next message.
+func TestAFloodIsSlowedAndNoReaderIsDropped(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serve)
+	flooder := enter(t, addr)
+	readers := make([]*chattest.Client, 5)
+	for i := range readers {
+		readers[i] = enter(t, addr)
+	}
+	const lines, most = 200000, 5000
+	flooded := make(chan error, 1)
+	go func() { flooded <- flooder.TrySend(strings.Repeat("\n", lines-1)) }()
+	discarded := make(chan error, 1) // the flooder reads at full speed too
+	go func() { _, err := io.Copy(io.Discard, flooder.Conn()); discarded <- err }()
+	seen := make([]int, len(readers)) // the flooder's lines each reader got in a second
+	err := chattest.Concurrently(len(readers), func(i int) (err error) {
+		seen[i], err = readers[i].ReadThroughFlood(echo(flooder)(""), lines, time.Second,
+			"still here", echo(readers[i])("still here"))
+		return err
+	})
+	assert.NoError(t, err, "a reader was dropped, or starved, during the flood")
+	for i, n := range seen {
+		assert.LessOrEqual(t, n, most, "%s got %d of the flooder's lines in one second: "+
+			"the flood was not slowed (the reference server lets about 2,000 through)", readers[i].Addr(), n)
+	}
+	flooder.Close()
+	<-flooded // a write error is expected: the flooder was closed mid-flood
+	<-discarded
 }
 
 // A thousand clients in the room at once: all are announced, all hear the

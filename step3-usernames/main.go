@@ -145,8 +145,9 @@ func (r *room) handleConn(ctx context.Context, conn net.Conn) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	input := newScanner(conn)
+	limit := newLimiter() // flood control: see limit.go
 	inRoom := r.join(cli, input)
-	for inRoom && input.Scan() {
+	for inRoom && input.Scan() && limit.Wait(ctx) == nil {
 		r.messages <- cli.name + " says: " + sanitize(input.Text())
 	}
 	if errors.Is(input.Err(), bufio.ErrTooLong) {

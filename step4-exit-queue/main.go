@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -23,10 +24,11 @@ import (
 
 func main() {
 	addr := flag.String("addr", "localhost:8000", "address to listen on")
-	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients silent for this long")
+	idle := flag.Duration("idle", 5*time.Minute, "disconnect clients that send no line for this long")
+	maxConns := flag.Int("maxconns", 2000, "most connections at once; more are refused")
 	flag.Parse()
-	if *idle <= 0 {
-		log.Fatal("-idle must be positive")
+	if *idle <= 0 || *maxConns <= 0 {
+		log.Fatal("-idle and -maxconns must be positive")
 	}
 	// Ctrl-C (SIGINT) or SIGTERM cancels ctx, which tells serve to stop.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -36,14 +38,14 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("listening on %s", ln.Addr())
-	if err := serve(ctx, ln, *idle); err != nil {
+	if err := serve(ctx, ln, *idle, *maxConns); err != nil {
 		log.Fatal(err)
 	}
 }
 
-// serve handles each connection on ln in a goroutine of its own, until
-// ctx is cancelled.
-func serve(ctx context.Context, ln net.Listener, idle time.Duration) error {
+// serve handles each connection on ln in a goroutine of its own, at most
+// maxConns at once, until ctx is cancelled.
+func serve(ctx context.Context, ln net.Listener, idle time.Duration, maxConns int) error {
 	r := newRoom(idle)
 	stopped := make(chan struct{}) // closed by the broadcaster when it is done
 	go r.broadcaster(stopped)
@@ -56,6 +58,7 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration) error {
 	// Once ctx is cancelled, close the listener: that ends accept.
 	stopAccepting := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stopAccepting()
+	seats := make(chan struct{}, maxConns) // a token per connection being handled
 	for {
 		conn, err := accept(ln)
 		if err != nil {
@@ -64,10 +67,20 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration) error {
 			}
 			return err
 		}
+		select {
+		case seats <- struct{}{}:
+		default: // maxConns connections already: refuse this one
+			log.Printf("%s: refused: server is full", conn.RemoteAddr())
+			// A new connection's socket has room for a line: this never waits.
+			io.WriteString(conn, "server is full\n") // fails only if it has gone
+			conn.Close()
+			continue
+		}
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
 			r.handleConn(ctx, conn)
+			<-seats
 		}()
 	}
 }
@@ -174,9 +187,10 @@ func (r *room) handleConn(ctx context.Context, conn net.Conn) {
 		cli.out.close()
 	})
 	defer stop()
-	input := newScanner(idleConn{conn, r.idle})
+	input := idleLines{newScanner(conn), conn, r.idle}
+	limit := newLimiter() // flood control: see limit.go
 	if r.join(cli, input) {
-		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
+		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" && limit.Wait(ctx) == nil {
 			r.messages <- cli.name + " says: " + sanitize(input.Text())
 		}
 	}
@@ -195,23 +209,24 @@ func farewell(err error) string {
 	}
 }
 
-// idleConn's reads fail once the client has sent nothing for idle.
-type idleConn struct {
-	net.Conn
+// idleLines is a client's input, line by line: Scan fails once the client
+// has sent no whole line for idle. The clock restarts at each line, not at
+// each byte, so a byte now and then does not keep a client in.
+type idleLines struct {
+	*bufio.Scanner
+	conn net.Conn
 	idle time.Duration
 }
 
-func (c idleConn) Read(p []byte) (int, error) {
-	if err := c.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Read(p)
+func (in idleLines) Scan() bool {
+	in.conn.SetReadDeadline(time.Now().Add(in.idle)) // fails only if closed; Scan then fails too
+	return in.Scanner.Scan()
 }
 
 // join asks for a name until the client gives a valid one that nobody in
 // the room uses, and enters the room with it; false if the input ends first.
 // A client slow to answer holds up nobody: join runs in its own goroutine.
-func (r *room) join(cli *client, input *bufio.Scanner) bool {
+func (r *room) join(cli *client, input idleLines) bool {
 	for {
 		cli.out.put("Enter your username: ")
 		if !input.Scan() {

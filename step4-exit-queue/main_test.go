@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { chattest.Main(m, main) }
 
 // serveDefault serves with the default idle timeout.
 func serveDefault(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, ln, 5*time.Minute)
+	return serve(ctx, ln, 5*time.Minute, 2000)
 }
 
 const prompt = "Enter your username: "
@@ -397,7 +397,7 @@ func TestIdleClientIsToldAndDisconnected(t *testing.T) {
 	chattest.Parallel(t)
 	const idle = 300 * time.Millisecond
 	addr := chattest.StartWith(t, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, idle)
+		return serve(ctx, ln, idle, 2000)
 	}, "-idle", idle.String())
 	atPrompt := chattest.Dial(t, addr)
 	atPrompt.ExpectText(prompt)
@@ -418,7 +418,7 @@ func TestIdleCountsOnlyTheClientsOwnLines(t *testing.T) {
 	chattest.Parallel(t)
 	const idle = time.Second
 	addr := chattest.StartWith(t, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, idle)
+		return serve(ctx, ln, idle, 2000)
 	}, "-idle", idle.String())
 	silentName, talkerName := chattest.Name("silent"), chattest.Name("talker")
 	silent := join(t, addr, silentName)
@@ -445,6 +445,48 @@ func TestIdleCountsOnlyTheClientsOwnLines(t *testing.T) {
 	require.GreaterOrEqual(t, elapsed, time.Duration(0), "%s, silent since it joined, never got \"idle timeout\"", silentName)
 	assert.GreaterOrEqual(t, elapsed, idle-50*time.Millisecond, "%s was cut off before -idle %v", silentName, idle)
 	assert.Less(t, elapsed, 2*idle, "%s, silent, was cut off only after %v with -idle %v (do the others' lines restart its clock?)", silentName, elapsed, idle)
+}
+
+// The idle clock counts lines, not bytes: a client that sends a byte every
+// third of -idle, and never ends a line, is cut off all the same, at the
+// prompt and in the room.
+func TestDribblingAByteAtATimeIsStillIdle(t *testing.T) {
+	for _, atPrompt := range []bool{true, false} {
+		t.Run(fmt.Sprint("at the prompt: ", atPrompt), func(t *testing.T) {
+			chattest.Parallel(t)
+			const idle = 300 * time.Millisecond
+			addr := chattest.StartWith(t, func(ctx context.Context, ln net.Listener) error {
+				return serve(ctx, ln, idle, 2000)
+			}, "-idle", idle.String())
+			var c *chattest.Client
+			if atPrompt {
+				c = chattest.Dial(t, addr)
+				c.ExpectText(prompt)
+			} else {
+				c = join(t, addr, chattest.Name("ana"))
+			}
+			stop, dribbled := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(dribbled)
+				tick := time.NewTicker(idle / 3)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						if _, err := c.Conn().Write([]byte("x")); err != nil {
+							return // the server has hung up
+						}
+					}
+				}
+			}()
+			c.Until("idle timeout") // the bytes so far may come first, as a last line
+			c.ExpectClosed()
+			close(stop)
+			<-dribbled
+		})
+	}
 }
 
 // The same with the default -idle of five minutes, on synctest's fake clock.
@@ -647,6 +689,42 @@ func TestFloodingNeverDropsAHealthyReader(t *testing.T) {
 	}
 }
 
+// One client floods the room with 200,000 empty lines, as fast as TCP
+// takes them, while five others read at full speed. Its lines are slowed
+// to its rate (in a second, no reader gets more than 5,000 of them), and
+// no reader loses its seat: each still hears its own next message.
+func TestAFloodIsSlowedAndNoReaderIsDropped(t *testing.T) {
+	chattest.Parallel(t)
+	addr := chattest.Start(t, serveDefault)
+	flooderName := chattest.Name("flooder")
+	flooder := join(t, addr, flooderName)
+	names := make([]string, 5)
+	readers := make([]*chattest.Client, len(names))
+	for i := range names {
+		names[i] = chattest.Name("reader")
+		readers[i] = join(t, addr, names[i])
+	}
+	const lines, most = 200000, 5000
+	flooded := make(chan error, 1)
+	go func() { flooded <- flooder.TrySend(strings.Repeat("\n", lines-1)) }()
+	discarded := make(chan error, 1) // the flooder reads at full speed too
+	go func() { _, err := io.Copy(io.Discard, flooder.Conn()); discarded <- err }()
+	seen := make([]int, len(readers)) // the flooder's lines each reader got in a second
+	err := chattest.Concurrently(len(readers), func(i int) (err error) {
+		seen[i], err = readers[i].ReadThroughFlood(says(flooderName)(""), lines, time.Second,
+			"still here", says(names[i])("still here"))
+		return err
+	})
+	assert.NoError(t, err, "a reader was dropped, or starved, during the flood")
+	for i, n := range seen {
+		assert.LessOrEqual(t, n, most, "%s got %d of the flooder's lines in one second: "+
+			"the flood was not slowed (the reference server lets about 2,000 through)", names[i], n)
+	}
+	flooder.Close()
+	<-flooded // a write error is expected: the flooder was closed mid-flood
+	<-discarded
+}
+
 // A thousand clients in the room at once: all are announced, all hear the
 // same line, and all leave, each in one of the three ways (close, reset,
 // half-close), announced once. They join and catch up chattest.AtOnce at a
@@ -781,6 +859,42 @@ func sayGoodbyeOn(t *testing.T, sig syscall.Signal) {
 	for _, c := range []*chattest.Client{a, waiting} {
 		c.Expect("server is shutting down")
 		c.ExpectClosed()
+	}
+}
+
+// With -maxconns 3, a fourth connection is told that the server is full,
+// and closed; the three go on, and once one has left, a newcomer gets in.
+// (It starts the program with its own flags: graded with CHAT_CMD, not
+// with CHAT_ADDR.)
+func TestConnectionsBeyondMaxconnsAreRefused(t *testing.T) {
+	chattest.Parallel(t)
+	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0", "-maxconns", "3")
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := join(t, p.Addr, ana)
+	b := join(t, p.Addr, bob)
+	waiting := chattest.Dial(t, p.Addr)
+	waiting.ExpectText(prompt)
+	refused := chattest.Dial(t, p.Addr)
+	refused.Expect("server is full")
+	refused.ExpectClosed()
+	a.Send("still here")
+	b.Expect(ana + " says: still here")
+	waiting.Close()
+	// Its seat is free once the server has seen it out, a moment later:
+	// until then a newcomer is refused, so try until one gets the prompt.
+	full := "server is full\n"
+	for deadline := time.Now().Add(chattest.Timeout); ; {
+		c := chattest.Dial(t, p.Addr)
+		require.NoError(t, c.Conn().SetReadDeadline(deadline))
+		got := make([]byte, len(full))
+		_, err := io.ReadFull(c.Conn(), got)
+		require.NoError(t, err, "a newcomer expected the prompt or %q", full)
+		if string(got) == prompt[:len(full)] {
+			break
+		}
+		require.Equal(t, full, string(got), "a newcomer expected the prompt or %q", full)
+		require.True(t, time.Now().Before(deadline), "still refused %v after a client left", chattest.Timeout)
+		c.Close()
 	}
 }
 

@@ -200,8 +200,9 @@ func (r *room) handleConn(ctx context.Context, ws *websocket.Conn) {
 	})
 	defer stop()
 	input := &frames{ws: ws}
+	limit := newLimiter() // flood control: see limit.go
 	if r.join(cli, input) {
-		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" {
+		for input.Scan() && strings.TrimSpace(input.Text()) != "/quit" && limit.Wait(ctx) == nil {
 			r.messages <- encode(message{Author: cli.name, Body: sanitize(input.Text())})
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -481,6 +482,61 @@ func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
 		}
 	}
 	require.True(t, dropped, "the stuck client was never dropped")
+}
+
+// One client floods the room with 200,000 messages, as fast as TCP takes
+// them, while five others read at full speed. Its messages are slowed to
+// its rate (in a second, no reader gets more than 5,000 of them), and no
+// reader loses its seat: each still hears its own next message.
+func TestAFloodIsSlowedAndNoReaderIsDropped(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	flooderName := chattest.Name("flooder")
+	flooder := joinRaw(t, addr, flooderName)
+	readers := make([]*wsClient, 5)
+	for i := range readers {
+		readers[i] = join(t, addr, chattest.Name("reader"))
+	}
+	const messages, most = 200000, 5000
+	flooded := make(chan error, 1)
+	go func() { _, err := flooder.conn.Write(bytes.Repeat(masked(`{"body": "x"}`), messages)); flooded <- err }()
+	discarded := make(chan error, 1) // the flooder reads at full speed too
+	go func() { _, err := io.Copy(io.Discard, flooder.in); discarded <- err }()
+	seen := make([]int, len(readers)) // the flooder's messages each reader got in a second
+	err := chattest.Concurrently(len(readers), func(i int) error {
+		c := readers[i]
+		for end := time.Now().Add(time.Second); seen[i] < messages && time.Now().Before(end); {
+			m, err := c.tryNext()
+			if err != nil {
+				return fmt.Errorf("%s, after %d messages of the flood: %w", c.name, seen[i], err)
+			}
+			if m == says(flooderName, "x") {
+				seen[i]++
+			}
+		}
+		if err := websocket.JSON.Send(c.ws, message{Body: "still here"}); err != nil {
+			return err
+		}
+		return c.tryUntil(says(c.name, "still here"))
+	})
+	assert.NoError(t, err, "a reader was dropped, or starved, during the flood")
+	for i, n := range seen {
+		assert.LessOrEqual(t, n, most, "%s got %d of the flooder's messages in one second: "+
+			"the flood was not slowed (the reference server lets about 2,000 through)", readers[i].name, n)
+	}
+	flooder.conn.Close()
+	<-flooded // a write error is expected: the flooder was closed mid-flood
+	<-discarded
+}
+
+// masked is a client's text frame carrying payload (under 126 bytes).
+func masked(payload string) []byte {
+	mask := []byte{1, 2, 3, 4}
+	f := append([]byte{0x81, 0x80 | byte(len(payload))}, mask...)
+	for i := range len(payload) {
+		f = append(f, payload[i]^mask[i%4])
+	}
+	return f
 }
 
 // Five hundred clients in the room at once: each gets the history, all

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Parallel marks t parallel, except with CHAT_ADDR, where every test
@@ -133,4 +134,30 @@ func (c *Client) TalkUntil(stop <-chan struct{}, most int, echo func(text string
 		}
 	}
 	return got, fmt.Errorf("sent %d lines and was never told to stop", most)
+}
+
+// ReadThroughFlood is a reader's part while another client floods the
+// room: c reads at full speed for d, or until it has received n lines
+// equal to flood, then sends text, and reads on until its echo comes back.
+// It returns how many lines of the flood it received in d, and an error if
+// c is disconnected, or hears nothing for Timeout, on the way.
+func (c *Client) ReadThroughFlood(flood string, n int, d time.Duration, text, echo string) (int, error) {
+	end := time.Now().Add(d)
+	got := 0
+	for got < n && time.Now().Before(end) {
+		line, err := c.ReadLine()
+		if err != nil {
+			return got, fmt.Errorf("%s, after %d lines of the flood: %w", c.Addr(), got, err)
+		}
+		if line == flood {
+			got++
+		}
+	}
+	if err := c.TrySend(text); err != nil {
+		return got, err
+	}
+	if skipped, err := c.TryUntil(echo); err != nil {
+		return got, fmt.Errorf("%s sent %q during the flood: %w (%d lines read meanwhile)", c.Addr(), text, err, len(skipped))
+	}
+	return got, nil
 }

@@ -23,7 +23,7 @@ var steps = []struct {
 	{"step1-echo", 90},
 	{"step2-broadcast", 170},
 	{"step3-usernames", 210},
-	{"step4-exit-queue", 250},
+	{"step4-exit-queue", 265},
 	{"step5-websocket", 280},
 }
 
@@ -31,11 +31,12 @@ var steps = []struct {
 // main.go: the lesson stays the bulk of what a learner reads, while the
 // defences every step shares (explained once, in docs/shared.md) grow.
 // Step 5 sets it: its web.go holds the HTTP server's limits and checks,
-// and what x/net/websocket does not do (pings, pongs, odd frames).
-const maxRatio = 2.9
+// and what x/net/websocket does not do (pings, pongs, odd frames), and
+// limit.go the flood control of steps 2-5 (825 lines against 279).
+const maxRatio = 2.96
 
 // shared are the files the steps share, explained once in docs/shared.md.
-var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go"}
+var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go", "limit.go"}
 
 // root is the repository's root, relative to this package.
 const root = "../.."

@@ -5,7 +5,7 @@ written from docs/protocol.md alone, as a student might hand one in.
 The repository's own tests grade it through CHAT_CMD (see
 internal/grade/grade_test.go), and grade copies of it with classic bugs.
 
-    python3 chat4.py -addr 127.0.0.1:8000 -idle 5m
+    python3 chat4.py -addr 127.0.0.1:8000 -idle 5m -maxconns 2000
 """
 
 import argparse
@@ -19,6 +19,7 @@ import unicodedata
 MAX_LINE = 4096  # bytes, its "\n" included
 MAX_PENDING = 256 * 1024  # bytes waiting for a client before it is dropped
 WRITE_TIMEOUT = 5.0  # seconds a closing client may take to read the rest
+RATE, BURST = 1000.0, 1000.0  # a client's lines in the room: per second, and at once
 PROMPT = b"Enter your username: "
 
 # Unicode's White_Space characters: what is trimmed from names and /quit.
@@ -195,7 +196,9 @@ class Client:
         self.writer.write(data)
 
     async def read_line(self, idle):
-        """The next line without its "\\n" (and one "\\r"), or None at the end."""
+        """The next line without its "\\n" (and one "\\r"), or None at the
+        end. The whole line must come within idle (else TimeoutError)."""
+        deadline = time.monotonic() + idle
         while True:
             end = self.buf.find(b"\n")
             if end >= MAX_LINE or (end < 0 and len(self.buf) >= MAX_LINE):
@@ -209,12 +212,29 @@ class Client:
                     return None
                 return line[:-1] if line.endswith(b"\r") else line
             try:
-                chunk = await asyncio.wait_for(self.reader.read(65536), idle)
+                chunk = await asyncio.wait_for(self.reader.read(65536), deadline - time.monotonic())
             except ConnectionError:  # a reset: the end (a timeout is raised on)
                 chunk = b""
             if not chunk:
                 self.eof = True
             self.buf += chunk
+
+
+class Bucket:
+    """A token bucket: take() waits until one more line may go."""
+
+    def __init__(self):
+        self.tokens, self.last = BURST, time.monotonic()
+
+    async def take(self):
+        now = time.monotonic()
+        self.tokens = min(BURST, self.tokens + (now - self.last) * RATE)
+        self.last = now
+        if self.tokens < 1:
+            # Meanwhile nothing is read from this client: TCP slows it down.
+            await asyncio.sleep((1 - self.tokens) / RATE)
+            self.tokens, self.last = 1.0, time.monotonic()
+        self.tokens -= 1
 
 
 class Room:
@@ -251,6 +271,7 @@ class Room:
 
 async def talk(room, client, idle):
     await client.send(PROMPT)
+    bucket = Bucket()
     while True:
         try:
             line = await client.read_line(idle)
@@ -276,12 +297,17 @@ async def talk(room, client, idle):
         elif decode(line).strip(WHITE_SPACE) == "/quit":
             return
         else:
+            await bucket.take()
             await room.broadcast(f"{client.name} says: {sanitize(line)}")
 
 
-async def handle(room, idle, reader, writer):
+async def handle(room, idle, maxconns, reader, writer):
     client = Client(room, reader, writer)
     if room.stopping:
+        writer.close()
+        return
+    if len(room.conns) >= maxconns:
+        writer.write(b"server is full\n")
         writer.close()
         return
     room.conns.add(client)
@@ -302,10 +328,12 @@ async def main():
     parser = argparse.ArgumentParser(description="step 4 chat server")
     parser.add_argument("-addr", default="localhost:8000", help="address to listen on")
     parser.add_argument("-idle", type=parse_duration, default=300.0,
-                        help="disconnect clients silent for this long")
+                        help="disconnect clients that send no whole line for this long")
+    parser.add_argument("-maxconns", type=int, default=2000,
+                        help="the most connections at once")
     args = parser.parse_args()
-    if args.idle <= 0:
-        print("-idle must be positive", file=sys.stderr)
+    if args.idle <= 0 or args.maxconns <= 0:
+        print("-idle and -maxconns must be positive", file=sys.stderr)
         sys.exit(1)
     host, _, port = args.addr.rpartition(":")
     host = {"localhost": "127.0.0.1", "": None}.get(host, host.strip("[]"))
@@ -316,7 +344,7 @@ async def main():
     async def connected(reader, writer):
         tasks.add(asyncio.current_task())
         try:
-            await handle(room, args.idle, reader, writer)
+            await handle(room, args.idle, args.maxconns, reader, writer)
         finally:
             tasks.discard(asyncio.current_task())
 
