@@ -273,6 +273,8 @@ async def talk(room, client, idle):
     await client.send(PROMPT)
     bucket = Bucket()
     while True:
+        if client.writer.transport.is_closing():
+            return  # it is gone (or dropped): what it sent before reaches nobody
         try:
             line = await client.read_line(idle)
         except asyncio.TimeoutError:
