@@ -104,7 +104,7 @@ func joinRaw(t *testing.T, addr, name string) *rawClient {
 	var ms []message
 	require.NoError(t, json.Unmarshal(payload, &ms), "not a JSON array of messages: %q", payload)
 	require.NotEmpty(t, ms)
-	require.Equal(t, message{Event: "welcome", Body: name}, ms[0])
+	require.Equal(t, message{Event: "welcome", Body: name}, ms[0].as(message{}))
 	return raw
 }
 

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"flag"
 	"log"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,14 +88,17 @@ func newRoom() *room {
 // message is what frames carry. The server sets the author, so nobody can
 // speak as someone else; its own notices have an event instead (see docs).
 type message struct {
-	Author string `json:"author"`
-	Body   string `json:"body"`
-	Event  string `json:"event,omitempty"`
+	Author string   `json:"author"`
+	Body   string   `json:"body"`
+	Event  string   `json:"event,omitempty"`
+	Time   string   `json:"time"`           // when the server encoded it
+	Here   []string `json:"here,omitempty"` // a welcome's: who else is in
 }
 
 // encode turns m into JSON and a comma, once for all its readers (wsConn).
 func encode(m message) string {
-	b, _ := json.Marshal(m) // never fails: a struct of strings
+	m.Time = time.Now().UTC().Format(time.RFC3339)
+	b, _ := json.Marshal(m) // never fails: strings only
 	return string(append(b, ','))
 }
 
@@ -131,7 +136,8 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// Greeting, announcing and registering are one step, so the
 				// newcomer gets all that is said after its greeting, and
 				// never its own arrival.
-				cli.out.put(encode(message{Event: "welcome", Body: cli.name}))
+				here := slices.Collect(maps.Keys(clients))
+				cli.out.put(encode(message{Event: "welcome", Body: cli.name, Here: here}))
 				for _, msg := range history {
 					cli.out.put(msg) // fits: the outbox takes maxPending bytes
 				}

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,7 +175,7 @@ func (c *wsClient) nextDespite(stuck string, want message) message {
 func (c *wsClient) expect(want message) {
 	c.t.Helper()
 	got := c.next(fmt.Sprintf("%+v", want))
-	require.Equal(c.t, want, got, "%s got an unexpected frame", c.name)
+	require.Equal(c.t, want, got.as(want), "%s got an unexpected frame", c.name)
 }
 
 func (c *wsClient) tryUntil(want message) error {
@@ -182,11 +184,36 @@ func (c *wsClient) tryUntil(want message) error {
 		if err != nil {
 			return fmt.Errorf("%s expected %+v, got %w", c.name, want, err)
 		}
-		if m == want {
+		if m.is(want) {
 			return nil
 		}
 	}
 }
+
+// as is m without what want leaves out: the time every message carries
+// (TestEveryMessageCarriesTheServersTime checks it), and the list of who
+// is here in a welcome (TestTheWelcomeSaysWhoIsHere).
+func (m message) as(want message) message {
+	if want.Time == "" {
+		m.Time = ""
+	}
+	if want.Here == nil {
+		m.Here = nil
+	}
+	return m
+}
+
+// bare is ms without their times and lists of who is here (see as).
+func bare(ms []message) []message {
+	out := make([]message, len(ms))
+	for i, m := range ms {
+		out[i] = m.as(message{})
+	}
+	return out
+}
+
+// is reports whether m is want, apart from what want leaves out (see as).
+func (m message) is(want message) bool { return reflect.DeepEqual(m.as(want), want) }
 
 func (c *wsClient) expectClosed() {
 	c.t.Helper()
@@ -197,32 +224,35 @@ func (c *wsClient) expectClosed() {
 
 func says(name, body string) message { return message{Author: name, Body: body} }
 
-// The page and the script it loads (chat.js in this repository): served,
-// and nothing loaded from elsewhere.
+// The page, and the scripts and style sheets it loads, all come from the
+// server itself: nothing from elsewhere (a CDN, another site).
 func TestThePageIsServedAndSelfContained(t *testing.T) {
 	chattest.Parallel(t)
 	addr := start(t, defaults)
-	get := func(path string) (*http.Response, string) {
+	get := func(path string) (string, *http.Response) {
+		t.Helper()
 		resp, err := http.Get("http://" + addr + path)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
-		return resp, string(body)
+		return string(body), resp
 	}
-	resp, page := get("/")
+	page, resp := get("/")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
-	assert.NotRegexp(t, `(src|href)="(https?:)?//`, page, "the page loads something from elsewhere")
-	code := page
-	for _, src := range regexp.MustCompile(`<script[^>]* src="([^"]+)"`).FindAllStringSubmatch(page, -1) {
-		resp, script := get("/" + strings.TrimPrefix(src[1], "/"))
-		assert.Equal(t, http.StatusOK, resp.StatusCode, src[1])
-		code += script
+	everything := page
+	for _, ref := range regexp.MustCompile(`(?:src|href)="([^"]*)"`).FindAllStringSubmatch(page, -1) {
+		if !assert.NotRegexp(t, `^([a-z]+:|//)`, ref[1], "the page loads something from elsewhere") {
+			continue
+		}
+		body, resp := get("/" + strings.TrimPrefix(ref[1], "/"))
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "the page loads %s", ref[1])
+		everything += body
 	}
-	assert.Contains(t, code, "new WebSocket(", "the page, or a script it loads")
+	assert.Contains(t, everything, "new WebSocket(", "the page, or a script it loads, opens the WebSocket")
 
-	resp, _ = get("/nothing-here")
+	_, resp = get("/nothing-here")
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
 
@@ -236,6 +266,83 @@ func TestOthersSeeArrivalsAndEveryMessageReachesEveryone(t *testing.T) {
 	b.send("hi")
 	b.expect(says(bob, "hi")) // and not its own arrival first
 	a.expect(says(bob, "hi"))
+}
+
+// gopl's exercise 8.12: a newcomer is told who is in the room. Its
+// welcome lists the others, never itself; arrivals and departures keep a
+// page's list current from then on.
+func TestTheWelcomeSaysWhoIsHere(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	ana, bob, cat, dan := chattest.Name("ana"), chattest.Name("bob"), chattest.Name("cat"), chattest.Name("dan")
+	ours := []string{ana, bob, cat, dan}
+	// here is who c's welcome says is in the room, in any order, leaving out
+	// (in classroom mode) the clients of earlier tests not gone yet.
+	here := func(c *wsClient) []string {
+		welcome := c.next("its welcome")
+		require.Equal(t, message{Event: "welcome", Body: c.name}, welcome.as(message{}), "%s got an unexpected frame", c.name)
+		var names []string
+		for _, name := range welcome.Here {
+			if slices.Contains(ours, name) {
+				names = append(names, name)
+			}
+		}
+		slices.Sort(names)
+		return names
+	}
+	enter := func(name string) *wsClient {
+		c := dial(t, addr)
+		c.name = name
+		c.send(name)
+		return c
+	}
+	a := enter(ana)
+	assert.Empty(t, here(a), "%s came into an empty room; its welcome should list nobody", ana)
+	b := enter(bob)
+	assert.Equal(t, []string{ana}, here(b), "%s came in after %s", bob, ana)
+	c := enter(cat)
+	assert.Equal(t, []string{ana, bob}, here(c), "%s came in after %s and %s", cat, ana, bob)
+	b.send("/quit")
+	c.expect(message{Event: "left", Body: bob})
+	d := enter(dan)
+	assert.Equal(t, []string{ana, cat}, here(d), "%s came in after %s, %s and %s, and %s had left", dan, ana, bob, cat, bob)
+}
+
+// Every message carries the server's time, in RFC 3339, as the server
+// encoded it: a message in a newcomer's history keeps the time it was
+// said at.
+func TestEveryMessageCarriesTheServersTime(t *testing.T) {
+	chattest.Parallel(t)
+	addr := start(t, defaults)
+	before := time.Now()
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	a := dial(t, addr)
+	a.name = ana
+	a.send(ana)
+	welcomeAna := a.next("its welcome")
+	a.send("what time is it?")
+	said := a.next("its own message")
+	b := dial(t, addr)
+	b.name = bob
+	b.send(bob)
+	welcomeBob, history, arrived := b.next("its welcome"), b.next("the history"), a.next(bob+"'s arrival")
+	after := time.Now()
+	for _, tc := range []struct{ got, want message }{
+		{welcomeAna, message{Event: "welcome", Body: ana}},
+		{said, says(ana, "what time is it?")},
+		{welcomeBob, message{Event: "welcome", Body: bob}},
+		{history, says(ana, "what time is it?")},
+		{arrived, message{Event: "arrived", Body: bob}},
+	} {
+		require.Equal(t, tc.want, tc.got.as(tc.want), "an unexpected frame")
+		at, err := time.Parse(time.RFC3339, tc.got.Time)
+		require.NoError(t, err, "%+v: its time should be RFC 3339, such as %q", tc.got, before.UTC().Format(time.RFC3339))
+		// The server's clock is this machine's; its time has whole seconds.
+		assert.WithinRange(t, at, before.Add(-time.Second), after.Add(time.Second),
+			"%+v: its time should be when the server sent it, between %s and %s by the tests' clock",
+			tc.got, before.Format(time.RFC3339), after.Format(time.RFC3339))
+	}
+	assert.Equal(t, said.Time, history.Time, "%s's history should give %s's message the time it was said at", bob, ana)
 }
 
 func TestTheServerSetsTheAuthor(t *testing.T) {
@@ -293,7 +400,7 @@ func TestLookAlikeNamesAreRefusedOrFoundTaken(t *testing.T) {
 			c := dial(t, addr)
 			c.send(tc.sent)
 			got := c.next("a refusal")
-			assert.Equal(t, message{Event: "refused", Body: tc.reason}, got,
+			assert.Equal(t, message{Event: "refused", Body: tc.reason}, got.as(message{}),
 				"sent %+q as a name, which looks like %s", tc.sent, tc.imitates)
 		})
 	}
@@ -434,7 +541,7 @@ func TestBidiAndInvisibleCharactersAreNeutralised(t *testing.T) {
 	} {
 		a.send(tc.sent)
 		got := a.next(tc.what)
-		assert.Equal(t, says(ana, tc.shown), got, "%s: sent %+q, expected %+q", tc.what, tc.sent, tc.shown)
+		assert.Equal(t, says(ana, tc.shown), got.as(message{}), "%s: sent %+q, expected %+q", tc.what, tc.sent, tc.shown)
 	}
 }
 
@@ -473,11 +580,11 @@ func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
 			want := says(talker, fmt.Sprint(i+j, text))
 			for _, c := range []*wsClient{tc, l} {
 				m := c.nextDespite(stuckName, want)
-				if m == left {
+				if m.is(left) {
 					dropped = true
 					m = c.nextDespite(stuckName, want)
 				}
-				require.Equal(t, want, m, "%s expected the talker's line %d; only %s's departure may come between two of them", c.name, i+j, stuckName)
+				require.Equal(t, want, m.as(want), "%s expected the talker's line %d; only %s's departure may come between two of them", c.name, i+j, stuckName)
 			}
 		}
 	}
@@ -510,7 +617,7 @@ func TestAFloodIsSlowedAndNoReaderIsDropped(t *testing.T) {
 			if err != nil {
 				return fmt.Errorf("%s, after %d messages of the flood: %w", c.name, seen[i], err)
 			}
-			if m == says(flooderName, "x") {
+			if m.is(says(flooderName, "x")) {
 				seen[i]++
 			}
 		}

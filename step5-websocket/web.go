@@ -21,9 +21,9 @@ import (
 )
 
 // page holds the chat's web page, built into the program: the HTML, and
-// its style and script in files of their own (see the policy in guard).
+// its script and style sheet in files of their own (see the policy in guard).
 //
-//go:embed index.html style.css chat.js
+//go:embed index.html chat.js chat.css
 var page embed.FS
 
 const (
