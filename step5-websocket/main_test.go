@@ -116,9 +116,10 @@ func (c *wsClient) sendRaw(frame string) {
 
 // tryNext returns the next message, waiting at most chattest.Timeout for
 // a frame if none is left from the last one. Every frame from the server
-// must be a JSON array of messages. In classroom mode it skips the
+// must be a JSON array of messages. With CHAT_ADDR it skips the arrivals,
 // departures and messages of clients this test did not create: the shared
-// server's history holds earlier tests' messages (see also
+// server's history holds earlier tests' messages, and it may still be
+// catching up with what their clients did (see also
 // chattest.Client.ReadLine).
 func (c *wsClient) tryNext() (message, error) {
 	for {
@@ -137,7 +138,7 @@ func (c *wsClient) tryNext() (message, error) {
 		}
 		m := c.queue[0]
 		c.queue = c.queue[1:]
-		stranger := m.Event == "left" && !chattest.KnownPeer(m.Body) ||
+		stranger := (m.Event == "left" || m.Event == "arrived") && !chattest.KnownPeer(m.Body) ||
 			m.Event == "" && !chattest.KnownPeer(m.Author)
 		if stranger && chattest.ClassroomAddr() != "" {
 			continue

@@ -233,12 +233,10 @@ func (c *Client) TrySend(lines ...string) error {
 }
 
 // ReadLine returns the next line without its "\n", waiting at most Timeout.
-// With CHAT_ADDR it skips the departures and chat lines of clients that
-// this test did not create: those of the previous test's clients can
-// reach the shared server's room after this test has started, as the
-// server reads what they sent before they left. (Arrivals are never
-// stale, and a step 2 client's address is known only once it has
-// connected.)
+// With CHAT_ADDR it skips the arrivals, departures and chat lines of
+// clients that this test did not create: those of the previous test's
+// clients can reach the shared server's room after this test has started,
+// as the server catches up with what they did before they left.
 func (c *Client) ReadLine() (string, error) {
 	for {
 		if err := c.conn.SetReadDeadline(time.Now().Add(Timeout)); err != nil {
@@ -261,11 +259,16 @@ func (c *Client) ReadLine() (string, error) {
 		if m := chat.FindStringSubmatch(line); m != nil && !KnownPeer(m[1]+m[2]) {
 			continue
 		}
+		if m := arrival.FindStringSubmatch(line); m != nil && !knownSoon(m[1]) {
+			continue
+		}
 		return line, nil
 	}
 }
 
 var (
+	// arrival is an arrival line of any TCP step.
+	arrival = regexp.MustCompile(`^(\S+) has arrived$`)
 	// departure is a departure line of any TCP step.
 	departure = regexp.MustCompile(`^(\S+) (?:has left|left the chat)$`)
 	// chat is a chat line of any TCP step: "<name> says: " (steps 3-4) or
@@ -435,6 +438,19 @@ func forgetPeers() {
 	peers.Lock()
 	defer peers.Unlock()
 	clear(peers.known)
+}
+
+// knownSoon is KnownPeer for an arrival: a step 2 client's address is
+// known only once its dial has returned, and the server may announce it
+// a moment before, so an unknown name is given a moment to become known.
+func knownSoon(name string) bool {
+	for deadline := time.Now().Add(200 * time.Millisecond); !KnownPeer(name); {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond) // polling, bounded by deadline
+	}
+	return true
 }
 
 // KnownPeer reports whether name (or address) is one of the current test's
