@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -179,14 +180,22 @@ func StartProcess(t testing.TB, args ...string) *Process {
 // one line at a time, in p.Printed (step 1's tests read it).
 func startStudent(t testing.TB, args []string, printed bool) *Process {
 	t.Helper()
+	return startStudentTry(t, args, printed, 1)
+}
+
+func startStudentTry(t testing.TB, given []string, printed bool, try int) *Process {
+	t.Helper()
 	count(t)
-	args = slices.Clone(args)
+	args := slices.Clone(given)
 	i := slices.Index(args, "-addr")
+	picked := true // the port is ours to choose
 	switch {
 	case i < 0:
 		args = append([]string{"-addr", freeAddr(t)}, args...)
 	case i+1 < len(args) && strings.HasSuffix(args[i+1], ":0"):
 		args[i+1] = freeAddr(t)
+	default:
+		picked = false
 	}
 	addr := args[slices.Index(args, "-addr")+1]
 	// exec: the program replaces sh, so that the signals and the exit
@@ -211,6 +220,13 @@ func startStudent(t testing.TB, args []string, printed bool) *Process {
 			p.mu.Lock()
 			p.reported = true
 			p.mu.Unlock()
+			if ln, err := net.Listen("tcp", addr); err != nil && picked && try < 3 {
+				// Another program took the port first: try another.
+				t.Logf("%s was taken before your server could listen there (%v): trying another port", addr, err)
+				return startStudentTry(t, given, printed, try+1)
+			} else if err == nil {
+				ln.Close()
+			}
 			t.Fatalf("your server (sh -c %s) %s before it listened on %s%s", shellQuote(line), p.status(), addr, p.lastLines())
 		default:
 		}
@@ -266,20 +282,39 @@ func listens(addr string) error {
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
 // ago, for a program that must be told where to listen.
 // Each is handed out once in this process, so that two tests starting
-// programs at the same moment are never given the same port.
+// programs at the same moment are never given the same port. The ports
+// are below the kernel's range of ephemeral ports, which it gives to the
+// outgoing connections of every program on the machine (thousands, in a
+// load test), any of which could take a port in that range before the
+// program binds it.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	low := 32768
+	if r, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(r)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+				low = n
+			}
 		}
-		addr := ln.Addr().String()
+	}
+	for range 100 {
+		port := max(1024, low-10000) + rand.IntN(min(10000, low-1024))
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
 		ln.Close()
 		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
 			return addr
 		}
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // handedOut holds the addresses freeAddr has returned.
