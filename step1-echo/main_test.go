@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -21,53 +19,36 @@ import (
 func TestMain(m *testing.M) { chattest.Main(m, main) }
 
 // Step 1's server answers nothing: every test here reads what it prints
-// on its own standard output, which only a server in the test process
-// gives. In classroom mode the run fails, instead of passing with every
-// test skipped and nothing graded.
-func TestStep1IsGradedOnlyInProcess(t *testing.T) {
-	if addr := chattest.ClassroomAddr(); addr != "" {
-		t.Fatalf("classroom mode (CHAT_ADDR=%s) cannot grade step 1: its tests read the server's standard output; nothing was graded", addr)
+// on its standard output. With CHAT_ADDR that output cannot be read, so the
+// run fails, instead of passing with every test skipped and nothing
+// graded. (With CHAT_CMD the tests read what the student's program prints.)
+func TestStep1IsNotGradedWithChatAddr(t *testing.T) {
+	addr := chattest.ClassroomAddr()
+	if addr == "" {
+		t.Skip("a check of CHAT_ADDR mode only")
 	}
+	t.Fatalf("CHAT_ADDR=%s cannot grade step 1: its tests read what the server prints; use CHAT_CMD", addr)
 }
 
 // start runs the server for the test and returns its address and what it
-// prints, one line at a time. Step 1 sends nothing back to clients, so
-// every test here watches the server's output and needs it in-process.
+// prints, one line at a time.
 func start(t *testing.T) (string, *output) {
 	t.Helper()
-	chattest.InProcess(t)
-	r, w := io.Pipe()
-	out := &output{t: t, lines: make(chan string, 1024)}
-	go func() {
-		s := bufio.NewScanner(r)
-		for s.Scan() {
-			out.lines <- s.Text()
-		}
-		close(out.lines)
-	}()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := chattest.StartOn(t, ln, func(ctx context.Context, ln net.Listener) error {
-		return serve(ctx, ln, w)
-	})
-	t.Cleanup(func() { // runs after serve has returned
-		w.Close()
-		for range out.lines { // until the reader above has finished
-		}
-	})
-	return addr, out
+	addr, lines := chattest.StartPrinter(t, serve)
+	return addr, &output{t: t, lines: lines}
 }
 
 type output struct {
 	t     *testing.T
-	lines chan string
+	lines <-chan string
 }
 
 // expect checks the server's next output line.
 func (o *output) expect(want string) {
 	o.t.Helper()
 	select {
-	case got := <-o.lines:
+	case got, ok := <-o.lines:
+		require.True(o.t, ok, "expected the server to print %.80q, but its output has ended", want)
 		require.Equal(o.t, want, got, "the server printed something else")
 	case <-time.After(chattest.Timeout):
 		o.t.Fatalf("expected the server to print %.80q, nothing after %v", want, chattest.Timeout)
@@ -198,6 +179,7 @@ func TestLongLineDisconnectsOnlyItsSender(t *testing.T) {
 }
 
 func TestOneGoroutinePerClient(t *testing.T) {
+	chattest.InProcess(t)
 	base := chattest.Baseline(t)
 	addr, _ := start(t)
 	base++ // the test's own reader of the server's output
@@ -215,6 +197,7 @@ func TestOneGoroutinePerClient(t *testing.T) {
 }
 
 func TestProgramPrintsLinesAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	chattest.InProcess(t) // it reads what the program prints
 	p := chattest.StartProcess(t, "-addr", "127.0.0.1:0")
 	c := chattest.Dial(t, p.Addr)
 	c.Send("over the wire")

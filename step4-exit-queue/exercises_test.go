@@ -73,6 +73,7 @@ func TestExercise2KickSendsAClientOut(t *testing.T) {
 // the idle timeout. On synctest's fake clock, with the default -idle of
 // five minutes, as in TestSilentForFiveMinutesMeansIdle.
 func TestExercise3SilentClientsAreWarnedHalfwayToIdle(t *testing.T) {
+	chattest.InProcess(t) // a fake clock
 	synctest.Test(t, func(t *testing.T) {
 		ln := chattest.NewPipeListener()
 		ctx, cancel := context.WithCancel(t.Context())

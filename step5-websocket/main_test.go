@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -36,12 +37,30 @@ type options struct {
 
 var defaults = options{idle: 5 * time.Minute, history: 100, maxConns: 2000}
 
-// start runs a server with opts for the test (or uses CHAT_ADDR).
+// start runs a server with opts for the test: in this process, or the
+// student's program with the same settings as flags (classroom mode).
 func start(t *testing.T, opts options) string {
 	t.Helper()
-	return chattest.Start(t, func(ctx context.Context, ln net.Listener) error {
+	serveOpts := func(ctx context.Context, ln net.Listener) error {
 		return serve(ctx, ln, opts.idle, opts.history, opts.origin, opts.maxConns)
-	})
+	}
+	if opts == defaults {
+		return chattest.Start(t, serveOpts)
+	}
+	var flags []string
+	if opts.idle != defaults.idle {
+		flags = append(flags, "-idle", opts.idle.String())
+	}
+	if opts.history != defaults.history {
+		flags = append(flags, "-history", fmt.Sprint(opts.history))
+	}
+	if opts.origin != defaults.origin {
+		flags = append(flags, "-origin", opts.origin)
+	}
+	if opts.maxConns != defaults.maxConns {
+		flags = append(flags, "-maxconns", fmt.Sprint(opts.maxConns))
+	}
+	return chattest.StartWith(t, serveOpts, flags...)
 }
 
 // wsClient is one test WebSocket connection, as a browser on the page would open it.
@@ -97,9 +116,10 @@ func (c *wsClient) sendRaw(frame string) {
 
 // tryNext returns the next message, waiting at most chattest.Timeout for
 // a frame if none is left from the last one. Every frame from the server
-// must be a JSON array of messages. In classroom mode it skips the
+// must be a JSON array of messages. With CHAT_ADDR it skips the arrivals,
 // departures and messages of clients this test did not create: the shared
-// server's history holds earlier tests' messages (see also
+// server's history holds earlier tests' messages, and it may still be
+// catching up with what their clients did (see also
 // chattest.Client.ReadLine).
 func (c *wsClient) tryNext() (message, error) {
 	for {
@@ -118,7 +138,7 @@ func (c *wsClient) tryNext() (message, error) {
 		}
 		m := c.queue[0]
 		c.queue = c.queue[1:]
-		stranger := m.Event == "left" && !chattest.KnownPeer(m.Body) ||
+		stranger := (m.Event == "left" || m.Event == "arrived") && !chattest.KnownPeer(m.Body) ||
 			m.Event == "" && !chattest.KnownPeer(m.Author)
 		if stranger && chattest.ClassroomAddr() != "" {
 			continue
@@ -132,6 +152,23 @@ func (c *wsClient) next(waitingFor string) message {
 	m, err := c.tryNext()
 	if err != nil {
 		c.t.Fatalf("%s expected %s, got %v", c.name, waitingFor, err)
+	}
+	return m
+}
+
+// nextDespite is next in a test where the client called stuck reads
+// nothing: if no message comes within chattest.Timeout, the failure says
+// that a client that reads nothing blocked everyone.
+func (c *wsClient) nextDespite(stuck string, want message) message {
+	c.t.Helper()
+	m, err := c.tryNext()
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.t.Fatalf("%s waited %v for %+v, which never came, while %s read nothing: "+
+			"a client that reads nothing blocked everyone (a server must never wait for one client: "+
+			"see \"Slow and stuck clients\" in docs/protocol.md)", c.name, chattest.Timeout, want, stuck)
+	case err != nil:
+		c.t.Fatalf("%s expected %+v, got %v", c.name, want, err)
 	}
 	return m
 }
@@ -391,9 +428,8 @@ func fullwidth(name string) string {
 }
 
 func TestNewcomersGetTheRecentHistoryFirst(t *testing.T) {
-	chattest.InProcess(t) // a short -history
 	chattest.Parallel(t)
-	addr := start(t, options{idle: time.Minute, history: 3, maxConns: 2000})
+	addr := start(t, options{idle: defaults.idle, history: 3, maxConns: defaults.maxConns})
 	ana := chattest.Name("ana")
 	a := join(t, addr, ana)
 	for i := range 5 {
@@ -443,7 +479,12 @@ func TestBadFramesAreRefusedAndLeaveNoTrace(t *testing.T) {
 
 func TestHandshakesFromOtherSitesAreRefused(t *testing.T) {
 	chattest.Parallel(t)
-	addr := start(t, options{idle: time.Minute, history: 10, origin: "https://allowed.example", maxConns: 2000})
+	opts := defaults
+	opts.origin = "https://allowed.example"
+	if chattest.ClassroomAddr() != "" {
+		opts = defaults // the running server has the -origin it has
+	}
+	addr := start(t, opts)
 	for _, tc := range []struct {
 		origin string
 		status int
@@ -455,8 +496,8 @@ func TestHandshakesFromOtherSitesAreRefused(t *testing.T) {
 		{"https://allowed.example", http.StatusSwitchingProtocols}, // -origin: in-process only
 		{"", http.StatusSwitchingProtocols},                        // not a browser
 	} {
-		if tc.origin == "https://allowed.example" && chattest.ClassroomAddr() != "" {
-			continue // the server under test was not started with this -origin
+		if tc.origin == "https://allowed.example" && opts.origin != tc.origin {
+			continue // CHAT_ADDR: the server under test was not started with this -origin
 		}
 		req, err := http.NewRequest("GET", "http://"+addr+"/ws", nil)
 		require.NoError(t, err)
@@ -539,12 +580,12 @@ func TestAStuckClientIsDroppedAndTheRoomGoesOn(t *testing.T) {
 		for j := range 50 {
 			want := says(talker, fmt.Sprint(i+j, text))
 			for _, c := range []*wsClient{tc, l} {
-				m := c.next("the talker's line")
+				m := c.nextDespite(stuckName, want)
 				if m.is(left) {
 					dropped = true
-					m = c.next("the talker's line")
+					m = c.nextDespite(stuckName, want)
 				}
-				require.Equal(t, want, m.as(want), "%s missed a line", c.name)
+				require.Equal(t, want, m.as(want), "%s expected the talker's line %d; only %s's departure may come between two of them", c.name, i+j, stuckName)
 			}
 		}
 	}
@@ -687,6 +728,13 @@ func TestTwoGoroutinesPerClient(t *testing.T) {
 		c.ws.Close()
 	}
 	chattest.WaitGoroutines(t, base+2, "all clients gone")
+}
+
+// The program logs where it listens, so that whoever started it knows
+// where to connect.
+func TestProgramLogsWhereItListens(t *testing.T) {
+	chattest.Parallel(t)
+	chattest.StartProcess(t, "-addr", "127.0.0.1:0").ExpectListening()
 }
 
 func TestProgramSaysGoodbyeAndStopsOnSIGTERM(t *testing.T) {

@@ -214,7 +214,7 @@ func (c *wsClient) tryNext() (message, error) {
 		}
 		m := c.queue[0]
 		c.queue = c.queue[1:]
-		stranger := m.Event == "left" && !chattest.KnownPeer(m.Body) ||
+		stranger := (m.Event == "left" || m.Event == "arrived") && !chattest.KnownPeer(m.Body) ||
 			m.Event == "" && !chattest.KnownPeer(m.Author)
 		if stranger && chattest.ClassroomAddr() != "" {
 			continue

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// Parallel marks t parallel, except in classroom mode, where every test
-// shares the one server under test and so must run alone.
+// Parallel marks t parallel, except with CHAT_ADDR, where every test
+// shares the one server under test and so must run alone. (With CHAT_CMD
+// every test has a server of its own.)
 func Parallel(t *testing.T) {
 	if ClassroomAddr() == "" {
 		t.Parallel()
@@ -36,14 +37,14 @@ func (c *Client) Flood(n, window int, tag string, echo func(text string) string)
 		}
 		line, err := c.ReadLine()
 		if err != nil {
-			return fmt.Errorf("%s flooding: waiting for echo %d of %d: %w", c.Addr(), got, n, err)
+			return fmt.Errorf("%s flooding: waiting for echo %d of %d: %w", c.Who(), got, n, err)
 		}
 		want := echo(fmt.Sprintf("%s-%d", tag, got))
 		switch {
 		case line == want:
 			got++
 		case strings.HasPrefix(line, echo(tag+"-")):
-			return fmt.Errorf("%s flooding: expected %q, got %q: an echo was lost or reordered", c.Addr(), want, line)
+			return fmt.Errorf("%s flooding: expected %q, got %q: an echo was lost or reordered", c.Who(), want, line)
 		}
 	}
 	return nil
