@@ -77,10 +77,11 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int
 	srv, waitConns := newServer(ctx, origin, idle, maxConns, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
 	defer func() {
 		waitConns() // every client has left the room,
-		c.close()   // so the follower can stop, closing r.messages,
+		c.close()   // so the follower can stop, closing r.fromStream,
 		<-stopped   // then the broadcaster, and serve returns once it has.
 	}()
-	// Newcomers are shown the history: wait until the follower has it.
+	// Newcomers are shown the history: wait until the follower has read all
+	// the stream held when it started (cluster.go closes c.caughtUp then).
 	select {
 	case <-c.caughtUp:
 	case <-ctx.Done():
@@ -99,18 +100,18 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int
 
 // room is how the connections' goroutines talk to the broadcaster.
 type room struct {
-	messages chan message // from the stream; closed by the follower when it stops
-	exits    chan exit    // the exit queue: every way out goes through it
-	cluster  *cluster     // the room in NATS: the stream and the names (cluster.go)
-	fail     func(error)  // stops the server: it has lost NATS
+	fromStream chan message // from the stream; closed by the follower when it stops
+	exits      chan exit    // the exit queue: every way out goes through it
+	cluster    *cluster     // the room in NATS: the stream and the names (cluster.go)
+	fail       func(error)  // stops the server: it has lost NATS
 }
 
 func newRoom(c *cluster, fail func(error)) *room {
 	return &room{
-		messages: make(chan message),
-		exits:    make(chan exit),
-		cluster:  c,
-		fail:     fail,
+		fromStream: make(chan message),
+		exits:      make(chan exit),
+		cluster:    c,
+		fail:       fail,
 	}
 }
 
@@ -166,7 +167,7 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	size := 0                     // the bytes in history
 	for {
 		select {
-		case m, ok := <-r.messages:
+		case m, ok := <-r.fromStream:
 			if !ok {
 				return
 			}
@@ -211,17 +212,19 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 }
 
 // follower hands the broadcaster what the stream delivers, in the stream's
-// order, until the cluster is closed; then it closes r.messages.
+// order, until the cluster is closed; then it closes r.fromStream.
 func (r *room) follower() {
-	defer close(r.messages)
+	defer close(r.fromStream)
 	for {
 		m, err := r.cluster.next()
 		if err != nil { // serve closed the cluster, or NATS is lost
 			r.fail(lostNATS(err)) // if serve is not stopping already
-			<-r.cluster.closed    // the broadcaster has clients to see out
+			// The broadcaster has clients to see out: wait for serve's
+			// c.close, which closes r.cluster.closed once they have left.
+			<-r.cluster.closed
 			return
 		}
-		r.messages <- m
+		r.fromStream <- m
 	}
 }
 
