@@ -35,8 +35,9 @@ var steps = []struct {
 // (web.go and the shared files, read in step 5): main.go and cluster.go.
 // Step 5 sets it: its web.go holds the HTTP server's limits and checks,
 // and what x/net/websocket does not do (pings, pongs, odd frames), and
-// limit.go the flood control of steps 2-5 (825 lines against 279).
-const maxRatio = 2.96
+// wsConn, which turns a batch into one frame; limit.go, the flood control
+// of steps 2-5 (834 lines against 269).
+const maxRatio = 3.11
 
 // shared are the files the steps share, explained once in docs/shared.md.
 var shared = []string{"tcp.go", "sanitize.go", "outbox.go", "names.go", "limit.go"}
