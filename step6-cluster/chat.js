@@ -85,7 +85,7 @@ function show(m) {
     return;
   }
   seen.set(key, (seen.get(key) || 0) + 1);
-  // Only the last ones: the history holds at most maxHistory (128 KB) of JSON.
+  // Only the last ones: a history is at most 128 KiB of JSON (maxHistory).
   if (seen.size > 2500) seen.delete(seen.keys().next().value);
   const li = el("li", "", m.author === name ? "msg mine" : "msg");
   li.append(stamp(m.time), " ", el("b", m.author), " ", ...linkify(m.body));
