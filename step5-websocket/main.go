@@ -7,16 +7,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"log"
-	"maps"
 	"net"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -129,6 +128,7 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 	clients := make(map[string]*client)
 	var history []string // the last messages, oldest first, within maxHistory
 	size := 0            // the bytes in history
+	var here []byte      // who is in, for welcomes: "ana","bob", (nil: list them again)
 	for {
 		select {
 		case cli := <-r.entering:
@@ -137,13 +137,19 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 				// Greeting, announcing and registering are one step, so the
 				// newcomer gets all that is said after its greeting, and
 				// never its own arrival.
-				here := slices.Collect(maps.Keys(clients))
-				cli.out.put(encode(message{Event: "welcome", Body: cli.name, Here: here}))
+				if here == nil {
+					here = []byte{}
+					for name := range clients {
+						here = appendName(here, name)
+					}
+				}
+				cli.out.put(welcome(cli.name, here))
 				for _, msg := range history {
 					cli.out.put(msg) // fits: the outbox takes maxPending bytes
 				}
 				broadcast(clients, encode(message{Event: "arrived", Body: cli.name}))
 				clients[cli.name] = cli
+				here = appendName(here, cli.name)
 			}
 			cli.admitted <- !taken
 		case msg, ok := <-r.messages:
@@ -159,8 +165,23 @@ func (r *room) broadcaster(stopped chan<- struct{}, keep int) {
 			broadcast(clients, msg)
 		case ex := <-r.exits:
 			guide(clients, ex)
+			here = nil // maybe one fewer: list them again at the next welcome
 		}
 	}
+}
+
+// welcome greets a newcomer with the names of who else is in: here, which
+// the broadcaster keeps encoded, so that in a room of 5,000 a join costs
+// no more than in a room of 5 (docs/performance.md says why that matters).
+func welcome(name string, here []byte) string {
+	m := encode(message{Event: "welcome", Body: name}) // {...},
+	return m[:len(m)-2] + `,"here":[` + string(bytes.TrimSuffix(here, []byte(","))) + "]},"
+}
+
+// appendName adds name to here, as JSON and a comma.
+func appendName(here []byte, name string) []byte {
+	b, _ := json.Marshal(name) // never fails: a string
+	return append(append(here, b...), ',')
 }
 
 // guide is the exit guide: every way out ends here, in the broadcaster, so
