@@ -24,7 +24,7 @@ var steps = []struct {
 	{"step2-broadcast", 170},
 	{"step3-usernames", 210},
 	{"step4-exit-queue", 265},
-	{"step5-websocket", 305},
+	{"step5-websocket", 290},
 	{"step6-cluster", 395},
 }
 
