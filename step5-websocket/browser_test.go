@@ -242,6 +242,30 @@ func TestARestartKeepsTheLogAndSendsWhatWasTypedMeanwhile(t *testing.T) {
 		"once sent, nothing is shown as not sent")
 }
 
+// /quit in the page leaves for good: the page says so, shows the name form
+// again, and does not rejoin by itself as it does when a connection drops.
+func TestQuitInThePageLeavesForGood(t *testing.T) {
+	b := browser(t)
+	addr := start(t, defaults)
+	ana, bob := chattest.Name("ana"), chattest.Name("bob")
+	ctx := tab(t, b, "http://"+addr+"/", ana)
+	bb := join(t, addr, bob)
+	say(t, ctx, "/quit")
+	bb.expect(message{Event: "left", Body: ana})
+	text := logText(t, ctx, "you left")
+	assert.NotContains(t, text, "connection lost", "/quit is not a dropped connection")
+	assert.Equal(t, "name form shown, message form hidden", forms(t, ctx))
+	// A dropped connection is retried after 1 s: a page that rejoins would
+	// say "connecting…" within 2.
+	state := func() bool {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("state").textContent`))
+		return err != nil || s != "not connected"
+	}
+	assert.Never(t, state, 2*time.Second, 50*time.Millisecond, "after /quit, the page tried to rejoin")
+	bb.send("still here")
+	bb.expect(says(bob, "still here")) // and not ana's arrival
+}
+
 // An open tab is not idle: the server's pings keep it in, and the browser
 // answers them by itself, however quiet its reader.
 func TestAQuietTabStaysConnectedWellPastIdle(t *testing.T) {

@@ -309,6 +309,7 @@ func TestRequestsForAnotherHostAreRefused(t *testing.T) {
 		{"localhost:" + port, true},
 		{"127.0.0.1:" + port, true},
 		{"[::1]:" + port, true},
+		{"LOCALHOST:" + port, true}, // host names are case-insensitive
 		{"evil.example:" + port, false},
 		{"localhost.evil.example:" + port, false},
 	} {
@@ -337,11 +338,13 @@ func TestTheHostOfOriginIsServed(t *testing.T) {
 	require.NoError(t, err)
 	req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
 	require.NoError(t, err)
-	req.Host = "chat.example:" + port
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusOK, resp.StatusCode, "GET / with Host %q and -origin https://chat.example", req.Host)
+	for _, host := range []string{"chat.example", "Chat.Example"} { // either case
+		req.Host = host + ":" + port
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, "GET / with Host %q and -origin https://chat.example", req.Host)
+	}
 }
 
 // x/net/websocket reads each fragment of a message as a message of its

@@ -53,6 +53,8 @@ func serve(ctx context.Context, ln net.Listener, idle time.Duration, history int
 	r := newRoom()
 	stopped := make(chan struct{}) // closed by the broadcaster when it is done
 	go r.broadcaster(stopped, history)
+	// Step 4's cap on connections, its WaitGroup (waitConns) and its idle
+	// rule (in tcpConn) are in newServer now: see web.go.
 	srv, waitConns := newServer(ctx, origin, idle, maxConns, func(ws *websocket.Conn) { r.handleConn(ctx, ws) })
 	defer func() {
 		waitConns()       // every client has left the room,
@@ -93,7 +95,7 @@ type message struct {
 	Here   []string `json:"here,omitempty"` // a welcome's: who else is in
 }
 
-// encode turns m into JSON and a comma, once for all its readers (wsConn).
+// encode turns m into JSON and a comma, once for all its readers (wsConn, web.go).
 func encode(m message) string {
 	m.Time = time.Now().UTC().Format(time.RFC3339)
 	b, _ := json.Marshal(m) // never fails: strings only
@@ -285,21 +287,4 @@ func (c *client) writer(written chan<- struct{}) {
 			return
 		}
 	}
-}
-
-// wsConn is a client's WebSocket as its writer sees it. Write sends a batch
-// of encoded messages, "a,b,", as one text frame, [a,b], under the write lock
-// that x/net/websocket's own frames take too: frames never mix.
-type wsConn struct{ *websocket.Conn }
-
-func (c wsConn) Write(batch []byte) (int, error) {
-	array := buffers.Get().(*bytes.Buffer)
-	defer func() { array.Reset(); buffers.Put(array) }()
-	array.WriteByte('[')
-	array.Write(batch[:len(batch)-1]) // all but the last comma
-	array.WriteByte(']')
-	if _, err := c.Conn.Write(array.Bytes()); err != nil {
-		return 0, err
-	}
-	return len(batch), nil
 }

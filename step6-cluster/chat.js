@@ -13,7 +13,7 @@ let timer = 0;          // the next try
 let unread = 0;         // messages that came while the tab was hidden
 const queue = [];       // what was typed while disconnected, sent on rejoin
 let people = new Set(); // who is in the room, us included
-const seen = new Map(); // each message shown (as JSON), and how many times
+const seen = new Map(); // the last messages shown (as JSON), and how many times
 let replay = new Map(); // of those, the ones a rejoin's history may repeat
 
 function connect() {
@@ -21,10 +21,7 @@ function connect() {
   ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ws");
   let opened = false;
   setState("connecting…", true);
-  ws.onopen = () => {
-    opened = true;
-    ws.send(JSON.stringify({ body: name })); // the first frame is our name
-  };
+  ws.onopen = () => { opened = true; send(name); }; // the first frame is our name
   // A frame holds a JSON array: every message waiting when it was sent.
   ws.onmessage = (e) => JSON.parse(e.data).forEach(receive);
   ws.onclose = () => {
@@ -88,6 +85,8 @@ function show(m) {
     return;
   }
   seen.set(key, (seen.get(key) || 0) + 1);
+  // Only the last ones: a history is at most 128 KiB of JSON (maxHistory).
+  if (seen.size > 2500) seen.delete(seen.keys().next().value);
   const li = el("li", "", m.author === name ? "msg mine" : "msg");
   li.append(stamp(m.time), " ", el("b", m.author), " ", ...linkify(m.body));
   if (document.hidden && m.author !== name) {
@@ -106,10 +105,7 @@ function note(time, text, kind = "notice") {
 
 // el makes an element holding text, as text: never as markup.
 function el(tag, text, className = "") {
-  const e = document.createElement(tag);
-  e.textContent = text;
-  e.className = className;
-  return e;
+  return Object.assign(document.createElement(tag), { textContent: text, className });
 }
 
 // add appends li to the log, and scrolls to it if the reader was at the
@@ -121,9 +117,7 @@ function add(li) {
   else $("newer").hidden = false;
 }
 
-function atBottom() {
-  return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-}
+const atBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 40;
 
 // stamp is the server's time (or, for the page's own notes, now) as hh:mm.
 function stamp(time) {
@@ -161,8 +155,7 @@ function showPeople() {
 }
 
 function setState(text, down) {
-  $("state").textContent = text;
-  $("state").className = down ? "down" : "";
+  Object.assign($("state"), { textContent: text, className: down ? "down" : "" });
 }
 
 function showForm(id) {
@@ -176,9 +169,18 @@ function showForm(id) {
 // stop closes the connection for good: no retry.
 function stop(state) {
   clearTimeout(timer);
-  if (ws) ws.onclose = null;
-  ws?.close();
+  if (ws) { ws.onclose = null; ws.close(); }
   setState(state, true);
+}
+
+// leave is our own /quit: the server hears it and hangs up, and the page
+// does not rejoin (a dropped connection it would).
+function leave() {
+  if (joined) send("/quit");
+  joined = wasIn = false;
+  stop("not connected");
+  note(null, "you left");
+  showForm("join");
 }
 
 const send = (text) => ws.send(JSON.stringify({ body: text }));
@@ -197,6 +199,7 @@ $("say").onsubmit = (e) => {
   const text = $("text").value;
   if (text.trim() === "") return;
   $("text").value = "";
+  if (text.trim() === "/quit") return leave();
   if (joined) return send(text);
   queue.push(text);
   note(null, "not sent yet, will be sent once back: " + text, "notice pending");
@@ -204,6 +207,4 @@ $("say").onsubmit = (e) => {
 
 log.onscroll = () => { if (atBottom()) $("newer").hidden = true; };
 $("newer").onclick = () => { log.scrollTop = log.scrollHeight; };
-document.onvisibilitychange = () => {
-  if (!document.hidden) { unread = 0; document.title = "gochat"; }
-};
+document.onvisibilitychange = () => { if (!document.hidden) { unread = 0; document.title = "gochat"; } };

@@ -82,7 +82,9 @@ func guard(origin string, next http.Handler) http.Handler {
 		if err != nil {
 			host = strings.Trim(req.Host, "[]") // no port
 		}
-		if !(net.ParseIP(host) != nil || host == "localhost" || host == u.Hostname() || host == "") {
+		// Host names are case-insensitive: LOCALHOST is localhost. An empty
+		// Host (HTTP/1.0 clients send none) names no other site.
+		if !(net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") || strings.EqualFold(host, u.Hostname()) || host == "") {
 			http.Error(w, fmt.Sprintf("host %q is not served here", host), http.StatusForbidden)
 			return
 		}
@@ -278,3 +280,20 @@ func (f *frames) Err() error   { return f.err }
 type badFrame string
 
 func (b badFrame) Error() string { return string(b) }
+
+// wsConn is a client's WebSocket as its writer sees it. Write sends a batch
+// of encoded messages, "a,b,", as one text frame, [a,b], under the write lock
+// that x/net/websocket's own frames take too: frames never mix.
+type wsConn struct{ *websocket.Conn }
+
+func (c wsConn) Write(batch []byte) (int, error) {
+	array := buffers.Get().(*bytes.Buffer)
+	defer func() { array.Reset(); buffers.Put(array) }()
+	array.WriteByte('[')
+	array.Write(batch[:len(batch)-1]) // all but the last comma
+	array.WriteByte(']')
+	if _, err := c.Conn.Write(array.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(batch), nil
+}
