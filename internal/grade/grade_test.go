@@ -64,7 +64,7 @@ func TestAPythonServerPassesStep4ThroughChatCmd(t *testing.T) {
 func TestEveryStepGradesItsOwnProgramThroughChatCmd(t *testing.T) {
 	t.Parallel()
 	bin := t.TempDir()
-	for _, step := range []string{"step1-echo", "step2-broadcast", "step3-usernames", "step4-exit-queue", "step5-websocket"} {
+	for _, step := range []string{"step1-echo", "step2-broadcast", "step3-usernames", "step4-exit-queue", "step5-websocket", "step6-cluster"} {
 		t.Run(step, func(t *testing.T) {
 			program := filepath.Join(bin, step)
 			build := exec.Command("go", "build", "-o", program, "../../"+step)
